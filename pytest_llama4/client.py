@@ -1,0 +1,74 @@
+"""A thin HTTP client for the suites: raw requests (so malformed bodies can be sent) and SSE parsing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+REQUEST_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class SseStream:
+    """A finished server-sent-events response: its status, content type and `data:` payloads in order."""
+
+    status: int
+    content_type: str
+    data: tuple[str, ...]
+    framing_errors: tuple[str, ...]
+
+    def chunks(self) -> list[dict]:
+        """The JSON payloads, without the final `[DONE]` sentinel."""
+        return [json.loads(d) for d in self.data if d != "[DONE]"]
+
+
+def parse_sse(text: str) -> tuple[list[str], list[str]]:
+    """(data payloads, framing errors). Events are separated by a blank line; each line is `field: value`."""
+    payloads, errors = [], []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        lines = [line for line in block.split("\n") if line]
+        data_lines = []
+        for line in lines:
+            if line.startswith(":"):
+                continue  # SSE comment / keep-alive
+            name, sep, value = line.partition(":")
+            if not sep or name not in ("data", "event", "id", "retry"):
+                errors.append(f"not an SSE field line: {line[:120]!r}")
+            elif name == "data":
+                data_lines.append(value[1:] if value.startswith(" ") else value)
+        if data_lines:
+            payloads.append("\n".join(data_lines))
+    return payloads, errors
+
+
+class ApiClient:
+    """Sends OpenAI-API requests to one deployment. `post` takes a dict (JSON) or raw text/bytes."""
+
+    def __init__(self, base_url: str, model: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.session = requests.Session()
+
+    def get(self, path: str) -> requests.Response:
+        return self.session.get(self.base_url + path, timeout=REQUEST_TIMEOUT)
+
+    def post(self, path: str, body: dict | str | bytes) -> requests.Response:
+        if isinstance(body, dict):
+            return self.session.post(self.base_url + path, json=body, timeout=REQUEST_TIMEOUT)
+        return self.session.post(self.base_url + path, data=body, timeout=REQUEST_TIMEOUT,
+                                 headers={"Content-Type": "application/json"})
+
+    def chat_body(self, content: str = "Why is NVIDIA a great company?", **fields: Any) -> dict:
+        return {"model": self.model, "messages": [{"role": "user", "content": content}], **fields}
+
+    def completion_body(self, prompt: str = "The capital of France is", **fields: Any) -> dict:
+        return {"model": self.model, "prompt": prompt, **fields}
+
+    def stream(self, path: str, body: dict) -> SseStream:
+        response = self.session.post(self.base_url + path, json={**body, "stream": True}, timeout=REQUEST_TIMEOUT)
+        payloads, errors = parse_sse(response.text)
+        return SseStream(response.status_code, response.headers.get("Content-Type", ""), tuple(payloads),
+                         tuple(errors))

@@ -1,0 +1,73 @@
+"""The fixtures suites use. Suites never touch a launcher: these work unchanged for every launcher."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import openai
+import pytest
+
+from . import deployment as deployment_module
+from .client import ApiClient
+from .deployment import Deployment, DeploymentError
+from .report import STARTED_KEY, current_run
+from .settings import Settings
+
+
+@pytest.fixture(scope="session")
+def llama4_settings(pytestconfig: pytest.Config) -> Settings:
+    """The resolved run settings (topology, engine, served model, ...)."""
+    return current_run(pytestconfig).settings
+
+
+@pytest.fixture(scope="session")
+def deployment(pytestconfig: pytest.Config, record_testsuite_property) -> Iterator[Deployment]:
+    """The deployment under test: launched once per session (or an --endpoint), stopped at the end."""
+    run = current_run(pytestconfig)
+    started = time.monotonic()
+    try:
+        if run.settings.launcher == "endpoint":
+            dep = deployment_module.connect_endpoint(run.settings, run.logs_dir)
+        else:
+            dep = deployment_module.launch(run.settings, run.run_dir)
+    except DeploymentError as error:
+        pytest.exit(f"pytest-llama4: {error}", returncode=pytest.ExitCode.TESTS_FAILED)
+    run.deployment = dep
+    run.startup_seconds = time.monotonic() - pytestconfig.stash[STARTED_KEY]
+    record_testsuite_property("deployment", dep.describe())
+    record_testsuite_property("deployment_startup_seconds", f"{time.monotonic() - started:.2f}")
+    yield dep
+    if not run.settings.keep_deployment:
+        dep.stop()
+
+
+@pytest.fixture(scope="session")
+def served_model(deployment: Deployment) -> str:
+    return deployment.served_model
+
+
+@pytest.fixture(scope="session")
+def base_url(deployment: Deployment) -> str:
+    return deployment.base_url
+
+
+@pytest.fixture(scope="session")
+def api(deployment: Deployment) -> ApiClient:
+    """Raw HTTP access to the deployment's OpenAI API (malformed bodies, headers, SSE framing)."""
+    return ApiClient(deployment.base_url, deployment.served_model)
+
+
+@pytest.fixture(scope="session")
+def openai_client(deployment: Deployment) -> openai.OpenAI:
+    """The official OpenAI SDK pointed at the deployment: what users' applications will run."""
+    return openai.OpenAI(base_url=f"{deployment.base_url}/v1", api_key="not-used", max_retries=0, timeout=60)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _llama4_run_properties(pytestconfig: pytest.Config, record_testsuite_property) -> None:
+    """Every run's settings go into the JUnit report as testsuite properties."""
+    run = current_run(pytestconfig)
+    record_testsuite_property("run_id", run.run_id)
+    for name, value in run.settings.as_properties().items():
+        record_testsuite_property(name, value)

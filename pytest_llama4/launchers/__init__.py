@@ -1,0 +1,1 @@
+"""Launchers start planned services and hand back handles that can be polled, read and stopped."""

@@ -1,0 +1,33 @@
+"""The launcher interface every launcher (local, slurm, endpoint) implements."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from ..engines.base import Command
+from ..topology import Service
+
+
+class ServiceHandle(Protocol):
+    service: Service
+    command: Command
+    log_path: Path
+
+    def returncode(self) -> int | None:
+        """None while running, else the exit status."""
+
+    def stop(self, grace: float) -> None:
+        """Ask politely (SIGTERM), then force (SIGKILL) after `grace` seconds. Idempotent."""
+
+    def describe(self) -> str:
+        """How a person reaches and stops this service by hand."""
+
+
+class Launcher(Protocol):
+    host: str
+
+    def allocate_port(self) -> int:
+        """A port that no other service of this deployment will get."""
+
+    def start(self, service: Service, command: Command, log_path: Path) -> ServiceHandle: ...

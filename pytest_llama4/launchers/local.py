@@ -1,0 +1,76 @@
+"""Local processes: each service is a subprocess in its own process group, its output in its log file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..engines.base import Command
+from ..ports import free_port
+from ..topology import Service
+
+
+@dataclass
+class LocalProcess:
+    service: Service
+    command: Command
+    log_path: Path
+    process: subprocess.Popen
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def returncode(self) -> int | None:
+        return self.process.poll()
+
+    def stop(self, grace: float) -> None:
+        """Signal the whole process group: a service's own children must not outlive it."""
+        self._signal_group(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=grace)
+        self._signal_group(signal.SIGKILL)  # also reaps stragglers left in the group by a leader that exited
+        self.process.wait()
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, sig)
+
+    def describe(self) -> str:
+        return f"{self.service.name}: pid {self.pid}, stop with `kill -TERM -- -{self.pid}`, log {self.log_path}"
+
+
+# Every launched process carries its run id in this environment variable, so a leak can be traced to its run.
+RUN_LABEL_ENV = "PYTEST_LLAMA4_RUN"
+
+
+@dataclass
+class LocalLauncher:
+    run_label: str
+    host: str = "127.0.0.1"
+    _ports: set[int] = field(default_factory=set)
+
+    def allocate_port(self) -> int:
+        port = free_port(self.host, exclude=frozenset(self._ports))
+        self._ports.add(port)
+        return port
+
+    def start(self, service: Service, command: Command, log_path: Path) -> LocalProcess:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            log.write(f"# {time.strftime('%Y-%m-%dT%H:%M:%S')} {command.shell()}\n".encode())
+            log.flush()
+            process = subprocess.Popen(
+                command.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **command.env, RUN_LABEL_ENV: self.run_label},
+                start_new_session=True,  # own process group: Ctrl-C in the terminal reaches pytest only
+            )
+        return LocalProcess(service, command, log_path, process)

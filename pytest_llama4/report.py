@@ -1,0 +1,60 @@
+"""Where a run's report goes, and the short terminal summary that points at it."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from .deployment import Deployment
+from .settings import Settings
+
+
+def new_run_id() -> str:
+    """Sortable by start time, unique across concurrent runs: 20261124-203000-1a2b."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+@dataclass
+class Run:
+    """One pytest session's report directory, settings and (once started) deployment."""
+
+    settings: Settings
+    run_id: str
+    deployment: Deployment | None = None
+    startup_seconds: float | None = None
+    junit_path: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.settings.reports_dir / self.run_id
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    def summary_lines(self) -> list[str]:
+        lines = []
+        if self.deployment is not None:
+            lines.append(f"deployment: {self.deployment.describe()}")
+            if self.startup_seconds is not None:
+                lines.append(f"ready after {self.startup_seconds:.1f}s (pytest start to deployment ready)")
+            if self.settings.keep_deployment and self.deployment.handles:
+                lines.append("kept running (--keep-deployment); to stop it:")
+                lines += [f"  {h.describe()}" for h in self.deployment.handles]
+        lines += self.notes
+        if self.junit_path is not None:
+            lines.append(f"report: {self.run_dir}/ (junit.xml" + (", logs/)" if self.logs_dir.is_dir() else ")"))
+        return lines
+
+
+RUN_KEY = pytest.StashKey[Run]()
+STARTED_KEY = pytest.StashKey[float]()  # time.monotonic() at pytest_configure
+
+
+def current_run(config: pytest.Config) -> Run:
+    return config.stash[RUN_KEY]

@@ -1,0 +1,190 @@
+"""Run settings: one frozen dataclass resolved from command line, environment and ini, validated once.
+
+Precedence, highest first: command-line option, the seed guide's environment variable, ini key, default.
+Every validation failure is a `pytest.UsageError` that says what was wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TOPOLOGIES = ("agg", "disagg")
+LAUNCHERS = ("local", "slurm", "endpoint")
+ENGINES = ("mocker", "dynamo-trtllm", "trtllm-serve")
+DEFAULT_SERVED_MODEL = "nvidia/Llama-4-Maverick-17B-128E-Instruct-FP8"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_WAIVERS = PROJECT_ROOT / "suites" / "waivers.yaml"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its command-line flag, ini key, seed-guide environment variable and default."""
+
+    flag: str
+    help: str
+    default: Any = None
+    env: str | None = None
+    choices: tuple[str, ...] | None = None
+    kind: str = "string"  # "string", "bool" or "float"/"int" (parsed from strings)
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("--topology", "deployment shape: agg (one worker) or disagg (prefill + decode workers)", "agg",
+           choices=TOPOLOGIES),
+    Option("--launcher", "how services start: local processes, SLURM steps, or an existing endpoint", "local",
+           choices=LAUNCHERS),
+    Option("--endpoint", "base URL of a deployment that is already running (implies --launcher=endpoint)",
+           env="LLAMA4_ENDPOINT"),
+    Option("--engine", "serving engine behind the OpenAI API", "mocker", choices=ENGINES),
+    Option("--model", "model path or hub id (default for the mocker: a tiny built-in tokenizer model)",
+           env="MODEL_PATH"),
+    Option("--served-model-name", "model name the API serves", DEFAULT_SERVED_MODEL, env="SERVED_MODEL_NAME"),
+    Option("--engine-config", "engine config for the aggregated worker", env="ENGINE_CONFIG"),
+    Option("--prefill-engine-config", "engine config for prefill workers (disagg)", env="PREFILL_ENGINE_CONFIG"),
+    Option("--decode-engine-config", "engine config for decode workers (disagg)", env="DECODE_ENGINE_CONFIG"),
+    Option("--prefill-workers", "number of prefill workers (disagg)", "1", kind="int"),
+    Option("--decode-workers", "number of decode workers (disagg)", "1", kind="int"),
+    Option("--http-port", "frontend HTTP port for launched deployments (0 = pick a free one)", "0", kind="int"),
+    Option("--speedup-ratio", "mocker: simulated speed-up over real hardware timing (0 = no delay)", "50",
+           kind="float"),
+    Option("--reports-dir", "where reports/<run-id>/ is written", "reports"),
+    Option("--keep-deployment", "leave a launched deployment running after the session", False, kind="bool"),
+    Option("--startup-timeout", "seconds to wait for the deployment to become ready", "120", kind="float"),
+    Option("--waivers", "YAML file of known deviations (xfail strict), or 'none'", str(DEFAULT_WAIVERS)),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    topology: str = "agg"
+    launcher: str = "local"
+    endpoint: str | None = None
+    engine: str = "mocker"
+    model: str | None = None
+    served_model_name: str = DEFAULT_SERVED_MODEL
+    engine_config: Path | None = None
+    prefill_engine_config: Path | None = None
+    decode_engine_config: Path | None = None
+    prefill_workers: int = 1
+    decode_workers: int = 1
+    http_port: int = 0
+    speedup_ratio: float = 50.0
+    reports_dir: Path = Path("reports")
+    keep_deployment: bool = False
+    startup_timeout: float = 120.0
+    waivers: Path | None = DEFAULT_WAIVERS
+
+    def as_properties(self) -> dict[str, str]:
+        """Flat name -> text view, for JUnit properties and the terminal header."""
+        return {f.name: "" if getattr(self, f.name) is None else str(getattr(self, f.name)) for f in fields(self)}
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("llama4", "Llama 4 deployment qualification (pytest-llama4)")
+    for option in OPTIONS:
+        env = f" [env {option.env}]" if option.env else ""
+        ini = f" [ini {option.dest}]"
+        if option.kind == "bool":
+            group.addoption(option.flag, action="store_true", default=None, help=option.help + ini)
+            parser.addini(option.dest, option.help, type="bool", default=option.default)
+        else:
+            default = f" (default: {option.default})" if option.default is not None else ""
+            group.addoption(option.flag, default=None, choices=option.choices, metavar=option.dest.upper(),
+                            help=option.help + default + env + ini)
+            parser.addini(option.dest, option.help, default=option.default)
+
+
+def _raw_value(config: pytest.Config, option: Option, environ: dict[str, str]) -> tuple[Any, str]:
+    """The winning raw value and where it came from (for error messages)."""
+    cli = config.getoption(option.dest)
+    if cli is not None:
+        return cli, option.flag
+    if option.env and environ.get(option.env):
+        return environ[option.env], f"environment variable {option.env}"
+    ini = config.getini(option.dest)
+    if ini not in (None, ""):
+        return ini, f"ini key {option.dest}"
+    return option.default, option.flag
+
+
+def _parse(option: Option, raw: Any, source: str) -> Any:
+    if raw is None or option.kind == "bool":
+        return raw if option.kind != "bool" else bool(raw)
+    text = str(raw).strip()
+    if option.choices and text not in option.choices:
+        raise pytest.UsageError(f"{source}: unknown value {text!r}; choose one of {', '.join(option.choices)}")
+    converters: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "string": str}
+    try:
+        return converters[option.kind](text)
+    except ValueError:
+        raise pytest.UsageError(f"{source}: expected a number, got {text!r}") from None
+
+
+def resolve(config: pytest.Config, environ: dict[str, str] | None = None) -> Settings:
+    """Build and validate the run's Settings."""
+    environ = dict(os.environ if environ is None else environ)
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for option in OPTIONS:
+        raw, source = _raw_value(config, option, environ)
+        values[option.dest] = _parse(option, raw, source)
+        sources[option.dest] = source
+    return validate(values, sources, Path(config.invocation_params.dir))
+
+
+def _path_or_none(value: str | None, base: Path) -> Path | None:
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def validate(values: dict[str, Any], sources: dict[str, str], base: Path) -> Settings:
+    """Cross-field checks and path resolution; `sources` names where each value came from."""
+    if values["endpoint"]:
+        if sources["launcher"] == "--launcher" and values["launcher"] != "endpoint":
+            raise pytest.UsageError(
+                f"--endpoint runs against an existing deployment, but --launcher={values['launcher']} asks to "
+                "launch one: drop one of the two options")
+        if not str(values["endpoint"]).startswith(("http://", "https://")):
+            raise pytest.UsageError(f"{sources['endpoint']}: {values['endpoint']!r} is not a URL; "
+                                    "use e.g. --endpoint=http://127.0.0.1:8000")
+        values["launcher"] = "endpoint"
+    elif values["launcher"] == "endpoint":
+        raise pytest.UsageError("--launcher=endpoint needs the deployment's URL: add --endpoint=http://HOST:PORT")
+    if values["launcher"] == "slurm":
+        raise pytest.UsageError("--launcher=slurm is not supported yet (issue #3); run on the embedded default "
+                                "with --launcher=local, or point at a running deployment with --endpoint=URL")
+    if values["launcher"] == "local" and values["engine"] != "mocker":
+        raise pytest.UsageError(
+            f"--engine={values['engine']} needs GPU nodes and cannot run as local processes; use --engine=mocker "
+            "for the embedded default, or --endpoint=URL for a deployment that is already running")
+    for name in ("prefill_workers", "decode_workers"):
+        if values[name] < 1:
+            raise pytest.UsageError(f"{sources[name]}: needs at least 1 worker, got {values[name]}")
+    if values["startup_timeout"] <= 0:
+        raise pytest.UsageError(f"{sources['startup_timeout']}: must be a positive number of seconds")
+    if not 0 <= values["http_port"] <= 65535:
+        raise pytest.UsageError(f"{sources['http_port']}: {values['http_port']} is not a TCP port (0-65535)")
+    for name in ("engine_config", "prefill_engine_config", "decode_engine_config"):
+        values[name] = _path_or_none(values[name], base)
+        if values[name] is not None and not values[name].is_file():
+            raise pytest.UsageError(f"{sources[name]}: engine config {values[name]} does not exist; "
+                                    f"pass an existing file (shipped ones are under {PROJECT_ROOT}/engine_configs)")
+    waivers = values["waivers"]
+    values["waivers"] = None if str(waivers).lower() == "none" else _path_or_none(waivers, base)
+    if values["waivers"] is not None and not values["waivers"].is_file():
+        raise pytest.UsageError(f"{sources['waivers']}: waiver file {values['waivers']} does not exist "
+                                "(pass --waivers=none to run without waivers)")
+    values["reports_dir"] = _path_or_none(values["reports_dir"], base)
+    return Settings(**values)

@@ -1,0 +1,69 @@
+"""Every bad setting is a usage error that names the setting and the fix; good ones resolve by precedence."""
+
+import pytest
+
+BAD_SETTINGS = [
+    (["--topology=mesh"], {}, "invalid choice: 'mesh'"),
+    (["--launcher=slurm"], {}, "--launcher=slurm is not supported yet"),
+    (["--launcher=endpoint"], {}, "add --endpoint=http://HOST:PORT"),
+    (["--endpoint=localhost:8000"], {}, "is not a URL; use e.g. --endpoint=http://127.0.0.1:8000"),
+    (["--endpoint=http://h:1", "--launcher=local"], {}, "drop one of the two options"),
+    (["--engine=dynamo-trtllm"], {}, "cannot run as local processes; use --engine=mocker"),
+    (["--engine-config=nope.yaml"], {}, "--engine-config: engine config"),
+    ([], {"ENGINE_CONFIG": "/no/such/eagle_agg.yaml"}, "environment variable ENGINE_CONFIG: engine config "
+                                                       "/no/such/eagle_agg.yaml does not exist"),
+    (["--topology=disagg"], {"DECODE_ENGINE_CONFIG": "/no/d.yaml"}, "environment variable DECODE_ENGINE_CONFIG"),
+    (["--startup-timeout=soon"], {}, "--startup-timeout: expected a number, got 'soon'"),
+    (["--startup-timeout=0"], {}, "--startup-timeout: must be a positive number of seconds"),
+    (["--http-port=70000"], {}, "--http-port: 70000 is not a TCP port"),
+    (["--decode-workers=0"], {}, "--decode-workers: needs at least 1 worker"),
+    (["--waivers=missing.yaml"], {}, "pass --waivers=none to run without waivers"),
+]
+
+
+@pytest.mark.parametrize(("args", "env", "expected"), BAD_SETTINGS)
+def test_bad_setting_is_a_usage_error_with_the_fix(pytester, monkeypatch, args, env, expected):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    pytester.makepyfile("def test_never_runs(): pass")
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = "\n".join(result.errlines)
+    assert expected in errors
+    assert "Traceback" not in errors
+
+
+def test_unknown_value_in_ini_names_the_ini_key(pytester):
+    pytester.makeini("[pytest]\ntopology = mesh\n")
+    pytester.makepyfile("def test_never_runs(): pass")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ini key topology: unknown value 'mesh'; choose one of agg, disagg*"])
+
+
+def test_precedence_is_option_then_environment_then_ini(pytester, monkeypatch):
+    pytester.makeini("[pytest]\nserved_model_name = from-ini\nstartup_timeout = 7\ntopology = disagg\n")
+    monkeypatch.setenv("SERVED_MODEL_NAME", "from-env")
+    pytester.makepyfile("""
+        def test_settings(llama4_settings):
+            assert llama4_settings.served_model_name == "from-option"
+            assert llama4_settings.startup_timeout == 7.0
+            assert llama4_settings.topology == "disagg"
+            assert llama4_settings.launcher == "endpoint"
+        """)
+    pytester.runpytest("--served-model-name=from-option", "--endpoint=http://127.0.0.1:9").assert_outcomes(passed=1)
+    monkeypatch.setenv("SERVED_MODEL_NAME", "from-option")  # env beats ini
+    pytester.runpytest("--endpoint=http://127.0.0.1:9").assert_outcomes(passed=1)
+
+
+def test_help_works_even_with_a_bad_environment(pytester, monkeypatch):
+    monkeypatch.setenv("ENGINE_CONFIG", "/no/such/file.yaml")
+    result = pytester.runpytest("--help")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*Llama 4 deployment qualification*", "*--topology=TOPOLOGY*"])
+
+
+def test_markers_are_registered(pytester):
+    result = pytester.runpytest("--markers")
+    for marker in ("schema", "streaming", "errors", "throughput", "memory", "speculative", "disagg", "gpu"):
+        result.stdout.fnmatch_lines([f"@pytest.mark.{marker}:*"])
