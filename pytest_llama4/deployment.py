@@ -131,8 +131,8 @@ def _commands(plan: Plan, settings: Settings, launcher: Launcher, http_port: int
 def _wait_ready(deployment: Deployment) -> None:
     session = requests.Session()
     state = readiness.wait_until_ready(
-        lambda: readiness.check_once(session, deployment.base_url, deployment.plan, deployment.served_model,
-                                     dynamo_mocker.HEALTH_COMPONENT),
+        lambda time_left: readiness.check_once(session, deployment.base_url, deployment.plan,
+                                               deployment.served_model, dynamo_mocker.HEALTH_COMPONENT, time_left),
         deployment.settings.startup_timeout,
         on_poll=lambda: _raise_if_died_during_startup(deployment),
     )

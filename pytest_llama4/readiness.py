@@ -49,33 +49,46 @@ def served_models(models: Mapping) -> list[str]:
 
 
 def check_once(session: requests.Session, base_url: str, plan: Plan | None, served_model: str,
-               component_of: Mapping[str, str]) -> Readiness:
+               component_of: Mapping[str, str], time_left: float) -> Readiness:
     """One round of readiness checks. `plan` is None for an endpoint we did not launch."""
+    timeout = max(0.5, min(PROBE_TIMEOUT, time_left))
     try:
         if plan is not None:
-            health = session.get(f"{base_url}/health", timeout=PROBE_TIMEOUT).json()
+            health = session.get(f"{base_url}/health", timeout=timeout).json()
             missing = missing_workers(plan, health, component_of)
             if missing:
                 return Readiness(False, tuple(m for _, m in missing), tuple(r for r, _ in missing))
-        listed = served_models(session.get(f"{base_url}/v1/models", timeout=PROBE_TIMEOUT).json())
+        listed = served_models(session.get(f"{base_url}/v1/models", timeout=timeout).json())
         if served_model not in listed:
             return Readiness(False, (f"/v1/models lists {listed}, not the served model {served_model!r}",))
-        probe = session.post(f"{base_url}/v1/chat/completions", timeout=PROBE_TIMEOUT * 6, json={
-            "model": served_model, "max_tokens": 1, "messages": [{"role": "user", "content": "ready?"}]})
-        if probe.status_code != 200:
-            return Readiness(False, (f"a one-token chat probe answered HTTP {probe.status_code}: {probe.text[:200]}",))
     except (requests.RequestException, ValueError) as error:
         return Readiness(False, (f"frontend at {base_url} not answering: {type(error).__name__}",), ("frontend",))
+    return _probe(session, base_url, served_model, plan, max(0.5, time_left))
+
+
+def _probe(session: requests.Session, base_url: str, served_model: str, plan: Plan | None,
+           timeout: float) -> Readiness:
+    """Registered and listed is not serving: one token must come back."""
+    workers = tuple(dict.fromkeys(w.role for w in plan.workers)) if plan else ()
+    try:
+        probe = session.post(f"{base_url}/v1/chat/completions", timeout=timeout, json={
+            "model": served_model, "max_tokens": 1, "messages": [{"role": "user", "content": "ready?"}]})
+    except requests.RequestException as error:
+        return Readiness(False, (f"the workers are registered but a one-token chat probe got no answer "
+                                 f"({type(error).__name__})",), workers)
+    if probe.status_code != 200:
+        return Readiness(False, (f"a one-token chat probe answered HTTP {probe.status_code}: {probe.text[:200]}",),
+                         workers)
     return Readiness(True, ())
 
 
-def wait_until_ready(check: Callable[[], Readiness], timeout: float, on_poll: Callable[[], None],
+def wait_until_ready(check: Callable[[float], Readiness], timeout: float, on_poll: Callable[[], None],
                      interval: float = 0.25) -> Readiness:
-    """Poll until ready or `timeout`; `on_poll` raises if a launched service died meanwhile."""
+    """Poll until ready or `timeout`; `check` gets the seconds left, `on_poll` raises if a service died."""
     deadline = time.monotonic() + timeout
     while True:
         on_poll()
-        state = check()
+        state = check(deadline - time.monotonic())
         if state.ready or time.monotonic() >= deadline:
             return state
         time.sleep(interval)

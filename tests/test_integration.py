@@ -1,0 +1,236 @@
+"""The plugin end to end on the real local stack: real Dynamo frontend + mocker processes, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import requests
+
+from pytest_llama4.launchers.local import RUN_LABEL_ENV
+
+from .broken_server import serve
+
+pytestmark = pytest.mark.integration
+
+SUITES = Path(__file__).resolve().parents[1] / "suites"
+
+
+def run_ids(reports: Path) -> list[str]:
+    return [p.name for p in reports.iterdir() if p.is_dir()] if reports.is_dir() else []
+
+
+def processes_of_run(run_id: str) -> list[int]:
+    """Pids of live processes launched for `run_id` (found by the label every launched process carries)."""
+    label = f"{RUN_LABEL_ENV}={run_id}".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and label in (proc / "environ").read_bytes().split(b"\0"):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def assert_nothing_left(reports: Path) -> None:
+    ids = run_ids(reports)
+    assert ids, f"no run directory under {reports}"
+    for run_id in ids:
+        assert processes_of_run(run_id) == [], f"processes of run {run_id} survived pytest"
+
+
+def run_pytest(pytester, reports: Path, *args: str):
+    return pytester.runpytest_subprocess(*args, f"--reports-dir={reports}", "-p", "no:cacheprovider", timeout=300)
+
+
+def check_junit(path: Path) -> ET.Element:
+    """The xunit2 shape CI systems read: testsuites > testsuite (name, tests, failures, errors) > properties."""
+    root = ET.parse(path).getroot()
+    assert root.tag == "testsuites"
+    (suite,) = root.findall("testsuite")
+    for attribute in ("name", "tests", "failures", "errors", "skipped", "time", "timestamp"):
+        assert attribute in suite.attrib, f"testsuite lacks {attribute}"
+    for case in suite.findall("testcase"):
+        assert {"name", "classname", "time"} <= set(case.attrib)
+        assert {child.tag for child in case} <= {"failure", "error", "skipped", "system-out", "system-err"}
+    for prop in suite.findall("properties/property"):
+        assert set(prop.attrib) == {"name", "value"}
+    return suite
+
+
+def properties(suite: ET.Element) -> dict[str, str]:
+    return {p.get("name"): p.get("value") for p in suite.findall("properties/property")}
+
+
+@pytest.mark.parametrize("topology", ["agg", "disagg"])
+def test_suites_pass_on_the_embedded_default(pytester, tmp_path, topology):
+    reports = tmp_path / "reports"
+    result = run_pytest(pytester, reports, str(SUITES), f"--topology={topology}")
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    outcomes = result.parseoutcomes()
+    assert outcomes["passed"] >= 20 and outcomes.get("failed", 0) == 0
+    (run_id,) = run_ids(reports)
+    result.stdout.fnmatch_lines([f"deployment: mocker {topology}: frontend + *", f"report: {reports}/{run_id}/*"])
+    suite = check_junit(reports / run_id / "junit.xml")
+    props = properties(suite)
+    assert props["topology"] == topology and props["run_id"] == run_id and props["deployment"].startswith("mocker")
+    logs = reports / run_id / "logs"
+    workers = ["worker-0"] if topology == "agg" else ["prefill-0", "decode-0"]
+    for name in ["frontend-0", *workers]:
+        assert (logs / f"{name}.log").stat().st_size > 0
+    for name in workers:  # in disagg, both sides really served requests
+        assert "request received" in (logs / f"{name}.log").read_text(errors="replace"), f"{name} saw no request"
+    assert_nothing_left(reports)
+
+
+def test_readiness_timeout_names_the_missing_worker_and_shows_its_log(pytester, tmp_path):
+    slow = tmp_path / "slow_mocker.json"
+    slow.write_text(json.dumps({"startup_time": 60}))  # registers at once, but serves only after 60 s
+    pytester.makepyfile("def test_needs_deployment(deployment): pass")
+    reports = tmp_path / "reports"
+    started = time.monotonic()
+    result = run_pytest(pytester, reports, f"--engine-config={slow}", "--startup-timeout=6")
+    assert time.monotonic() - started < 45, "the timeout was not honoured"
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    out = result.stdout.str()
+    assert "deployment not ready after 6s (--startup-timeout)" in out
+    assert "missing: the workers are registered but a one-token chat probe got no answer" in out
+    assert "--- last lines of worker-0 log" in out and "--- last lines of frontend-0 log" not in out
+    assert "Traceback" not in out
+    assert_nothing_left(reports)
+
+
+def test_a_worker_dying_mid_run_fails_that_test_with_its_log(pytester, tmp_path):
+    pytester.makepyfile("""
+        import os, signal
+
+        def test_worker_killed(deployment):
+            worker = next(h for h in deployment.handles if h.service.is_worker)
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.process.wait()
+        """)
+    reports = tmp_path / "reports"
+    result = run_pytest(pytester, reports)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*deployment service(s) died: worker-0*", "*worker-0 exited with status -9*",
+                                 "*--- last lines of worker-0 log*"])
+    assert_nothing_left(reports)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupted_pytest_leaves_no_process(pytester, tmp_path, sig):
+    started = tmp_path / "deployment-is-up"
+    pytester.makepyfile(f"""
+        import pathlib, time
+
+        def test_long(deployment):
+            pathlib.Path({str(started)!r}).write_text(deployment.base_url)
+            time.sleep(120)
+        """)
+    reports = tmp_path / "reports"
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", f"--reports-dir={reports}", "-p", "no:cacheprovider"],
+                            cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while not started.exists():
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "the deployment never came up"
+            time.sleep(0.2)
+        (run_id,) = run_ids(reports)
+        assert len(processes_of_run(run_id)) >= 2, "expected a running frontend and worker"
+        proc.send_signal(sig)
+        out = proc.communicate(timeout=60)[0].decode()
+    finally:
+        proc.kill()
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
+    assert "KeyboardInterrupt" in out
+    assert_nothing_left(reports)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(started.read_text() + "/health", timeout=5)
+
+
+def test_keep_deployment_leaves_it_up_and_says_how_to_stop_it(pytester, tmp_path):
+    pytester.makepyfile("def test_up(deployment): pass")
+    reports = tmp_path / "reports"
+    result = run_pytest(pytester, reports, "--keep-deployment")
+    (run_id,) = run_ids(reports)
+    pids = [int(p) for p in re.findall(r"stop with `kill -TERM -- -(\d+)`", result.stdout.str())]
+    try:
+        assert result.ret == 0 and len(pids) == 2, result.stdout.str()
+        url = re.search(r"at (http://\S+),", result.stdout.str()).group(1)
+        assert requests.get(f"{url}/v1/models", timeout=5).status_code == 200
+        assert set(pids) <= set(processes_of_run(run_id))
+    finally:
+        for pid in pids:
+            os.killpg(pid, signal.SIGKILL)
+
+
+def test_endpoint_runs_the_suites_against_a_deployment_started_by_hand(pytester, tmp_path):
+    first = tmp_path / "first"
+    kept = run_pytest(pytester, first, "--keep-deployment",
+                      pytester.makepyfile("def test_up(deployment): pass"))
+    pids = [int(p) for p in re.findall(r"kill -TERM -- -(\d+)", kept.stdout.str())]
+    try:
+        url = re.search(r"at (http://\S+),", kept.stdout.str()).group(1)
+        result = run_pytest(pytester, tmp_path / "second", str(SUITES), f"--endpoint={url}")
+        assert result.ret == 0, result.stdout.str()[-3000:]
+        assert result.parseoutcomes()["passed"] >= 20
+        result.stdout.fnmatch_lines([f"deployment: mocker existing endpoint at {url}, model *"])
+    finally:
+        for pid in pids:
+            os.killpg(pid, signal.SIGKILL)
+
+
+# Each suite must fail against the broken server, and for the reason its defect gives.
+EXPECTED_FAILURES = {
+    "test_chat_completion_schema": "'chat.completion' was expected",
+    "test_chat_completion_semantics": "usage.total_tokens 99 != prompt 16 + completion 4",
+    "test_sse_framing": "not text/event-stream",
+    "test_done_sentinel_is_last_and_only_once": "not [DONE]",
+    "test_bad_request_gets_4xx_with_json_body[malformed-json]": "expected a 4xx, got HTTP 200",
+    "test_bad_request_gets_4xx_with_json_body[empty-messages]": "expected a 4xx, got HTTP 200",
+    "test_error_body_is_openai_shaped[unknown-model]": "'error' is a required property",
+}
+
+
+def test_each_suite_fails_against_a_broken_server_for_the_right_reason(pytester, tmp_path):
+    server = serve()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        reports = tmp_path / "reports"
+        result = run_pytest(pytester, reports, str(SUITES), f"--endpoint={url}", "--waivers=none")
+    finally:
+        server.shutdown()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    (run_id,) = run_ids(reports)
+    suite = check_junit(reports / run_id / "junit.xml")
+    failures = {case.get("name"): case.find("failure").get("message", "") + case.find("failure").text
+                for case in suite.findall("testcase") if case.find("failure") is not None}
+    for test, reason in EXPECTED_FAILURES.items():
+        assert test in failures, f"{test} passed against the broken server"
+        assert reason in failures[test], f"{test} failed for another reason: {failures[test][:500]}"
+    passed = {case.get("name") for case in suite.findall("testcase") if len(case) == 0}
+    assert "test_models_list" in passed, "a correct /v1/models must still pass"
+
+
+def test_a_port_in_use_is_a_clear_error(pytester, tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        pytester.makepyfile("def test_needs_deployment(deployment): pass")
+        result = run_pytest(pytester, tmp_path / "reports", f"--http-port={port}")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    out = result.stdout.str()
+    assert f"--http-port={port}: the port is already in use on 127.0.0.1" in out and "--http-port=0" in out
+    assert "Traceback" not in out
