@@ -67,10 +67,15 @@ class Deployment:
         if self.stopped:
             return
         self.stopped = True
-        for handle in reversed(self.handles):
-            handle.stop(STOP_GRACE_SECONDS)
-        if self.scratch_dir is not None:
-            shutil.rmtree(self.scratch_dir, ignore_errors=True)
+        try:
+            for handle in reversed(self.handles):
+                try:
+                    handle.stop(STOP_GRACE_SECONDS)
+                except OSError:
+                    continue  # one unstoppable service must not keep the others running
+        finally:
+            if self.scratch_dir is not None:
+                shutil.rmtree(self.scratch_dir, ignore_errors=True)
 
 
 def connect_endpoint(settings: Settings, logs_dir: Path) -> Deployment:

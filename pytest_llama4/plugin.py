@@ -70,7 +70,9 @@ def _stop_on_sigterm() -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    settings = current_run(config).settings
+    run = current_run(config)
+    run.suites = sorted({m.name for item in items for m in item.iter_markers() if m.name in MARKERS})
+    settings = run.settings
     if settings.waivers is not None:
         waivers.apply(items, waivers.load(settings.waivers), settings.engine)
 

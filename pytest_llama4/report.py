@@ -27,7 +27,7 @@ class Run:
     deployment: Deployment | None = None
     startup_seconds: float | None = None
     junit_path: Path | None = None
-    notes: list[str] = field(default_factory=list)
+    suites: list[str] = field(default_factory=list)  # suite markers of the collected tests
 
     @property
     def run_dir(self) -> Path:
@@ -46,7 +46,8 @@ class Run:
             if self.settings.keep_deployment and self.deployment.handles:
                 lines.append("kept running (--keep-deployment); to stop it:")
                 lines += [f"  {h.describe()}" for h in self.deployment.handles]
-        lines += self.notes
+        if self.suites:
+            lines.append(f"suites: {', '.join(self.suites)}")
         if self.junit_path is not None:
             lines.append(f"report: {self.run_dir}/ (junit.xml" + (", logs/)" if self.logs_dir.is_dir() else ")"))
         return lines
