@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
 from . import readiness
-from .engines import dynamo_mocker
+from .engines import control_plane, dynamo_mocker
 from .engines.base import Command
 from .fixture_model import ensure_model_dir
 from .launchers.base import Launcher, ServiceHandle
-from .launchers.local import LocalLauncher
 from .logtail import framed
 from .ports import port_in_use
 from .settings import Settings
-from .topology import Plan, Service, make_plan
+from .topology import ETCD, NATS, Plan, Service, make_plan
 
 STOP_GRACE_SECONDS = 10.0
 
@@ -28,23 +29,28 @@ class DeploymentError(Exception):
     """The deployment could not be brought up, or a service of it died; the message holds the evidence."""
 
 
+def plan_for(settings: Settings) -> Plan:
+    return make_plan(settings.topology, prefill_workers=settings.prefill_workers,
+                     decode_workers=settings.decode_workers, worker_nodes=settings.num_nodes,
+                     prefill_nodes=settings.prefill_nodes, decode_nodes=settings.decode_nodes,
+                     engine_config=settings.engine_config, prefill_engine_config=settings.prefill_engine_config,
+                     decode_engine_config=settings.decode_engine_config, discovery=settings.discovery)
+
+
 @dataclass
 class Deployment:
     settings: Settings
     plan: Plan | None  # None for an endpoint we did not launch
     base_url: str
     logs_dir: Path
+    launcher: Launcher | None = None
     handles: list[ServiceHandle] = field(default_factory=list)
-    scratch_dir: Path | None = None  # private discovery store, removed on stop
+    scratch_dir: Path | None = None  # discovery store and control-plane data, removed on stop
     stopped: bool = False
 
     @property
     def served_model(self) -> str:
         return self.settings.served_model_name
-
-    @property
-    def launched(self) -> bool:
-        return self.plan is not None
 
     def describe(self) -> str:
         shape = self.plan.describe() if self.plan else "existing endpoint"
@@ -63,7 +69,8 @@ class Deployment:
             raise DeploymentError(f"deployment service(s) died: {', '.join(h.service.name for h in dead)}\n{details}")
 
     def stop(self) -> None:
-        """Stop services in reverse start order (workers before the frontend); safe to call twice."""
+        """Stop services in reverse start order (workers, frontend, control plane), then release what the
+        launcher holds (an allocation it requested); safe to call twice."""
         if self.stopped:
             return
         self.stopped = True
@@ -74,6 +81,8 @@ class Deployment:
                 except OSError:
                     continue  # one unstoppable service must not keep the others running
         finally:
+            if self.launcher is not None:
+                self.launcher.close()
             if self.scratch_dir is not None:
                 shutil.rmtree(self.scratch_dir, ignore_errors=True)
 
@@ -85,24 +94,26 @@ def connect_endpoint(settings: Settings, logs_dir: Path) -> Deployment:
     return deployment
 
 
-def launch(settings: Settings, run_dir: Path, launcher: Launcher | None = None) -> Deployment:
+def launch(settings: Settings, run_dir: Path, launcher: Launcher) -> Deployment:
     """Start every planned service, wait for readiness; on any failure stop what started, then raise.
 
-    Logs go to `run_dir/logs/<service>.log`, the resolved engine configs to `run_dir/engine_configs/`.
+    Logs go to `run_dir/logs/<service>.log`, the resolved engine configs to `run_dir/engine_configs/`,
+    the discovery store to `run_dir/.scratch/` (the reports directory is usually on a filesystem every node sees).
     """
-    launcher = launcher or LocalLauncher(run_label=run_dir.name)
-    plan = make_plan(settings.topology, prefill_workers=settings.prefill_workers,
-                     decode_workers=settings.decode_workers, engine_config=settings.engine_config,
-                     prefill_engine_config=settings.prefill_engine_config,
-                     decode_engine_config=settings.decode_engine_config)
-    http_port = _frontend_port(settings, launcher)
+    plan = plan_for(settings)
     logs_dir = run_dir / "logs"
-    deployment = Deployment(settings, plan, f"http://{launcher.host}:{http_port}", logs_dir,
-                            scratch_dir=Path(tempfile.mkdtemp(prefix="llama4-discovery-")))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    deployment = Deployment(settings, plan, "", logs_dir, launcher=launcher,
+                            scratch_dir=Path(tempfile.mkdtemp(prefix=".scratch-", dir=run_dir)))
     try:
-        commands = _commands(plan, settings, launcher, http_port, deployment.scratch_dir, run_dir / "engine_configs")
+        http_port = _frontend_port(settings, launcher)
+        deployment.base_url = f"http://{launcher.host}:{http_port}"
+        commands, ports = _commands(plan, settings, launcher, http_port, deployment.scratch_dir,
+                                    run_dir / "engine_configs")
         for service, command in commands.items():
             deployment.handles.append(launcher.start(service, command, logs_dir / f"{service.name}.log"))
+            if service in ports:
+                _wait_for_port(deployment, service, launcher.host, ports[service])
         _wait_ready(deployment)
     except BaseException:
         deployment.stop()
@@ -119,18 +130,49 @@ def _frontend_port(settings: Settings, launcher: Launcher) -> int:
     return settings.http_port
 
 
-def _commands(plan: Plan, settings: Settings, launcher: Launcher, http_port: int, discovery_dir: Path,
-              configs_dir: Path) -> dict[Service, Command]:
+def _commands(plan: Plan, settings: Settings, launcher: Launcher, http_port: int, scratch: Path,
+              configs_dir: Path) -> tuple[dict[Service, Command], dict[Service, int]]:
+    """Every service's command, in start order, and the ports of services others need up before they start."""
+    commands: dict[Service, Command] = {}
+    ports: dict[Service, int] = {}
+    host = launcher.host
+    if plan.discovery == "etcd":
+        by_role = {s.role: s for s in plan.services}
+        etcd_port, peer_port, nats_port = (launcher.allocate_port() for _ in range(3))
+        commands[by_role[ETCD]] = control_plane.etcd_command(host, etcd_port, peer_port, scratch / "etcd")
+        commands[by_role[NATS]] = control_plane.nats_command(host, nats_port, scratch / "nats")
+        ports |= {by_role[ETCD]: etcd_port, by_role[NATS]: nats_port}
+        discovery = control_plane.etcd_discovery(host, etcd_port, nats_port)
+    else:
+        discovery = control_plane.file_discovery(scratch / "discovery")
+    if settings.engine != "mocker":
+        raise DeploymentError(f"launching --engine={settings.engine} is not wired yet; start it with the seed "
+                              "guide's scripts and pass --endpoint=http://HEAD_NODE:8000")
+    commands[plan.frontend] = dynamo_mocker.frontend_command(host, http_port, discovery)
     model_path = Path(settings.model) if settings.model else ensure_model_dir()
-    commands = {plan.frontend: dynamo_mocker.frontend_command(http_port, discovery_dir)}
     configs_dir.mkdir(parents=True, exist_ok=True)
     for worker in plan.workers:
         engine_args_file = configs_dir / f"{worker.name}.json"
         engine_args_file.write_text(json.dumps(dynamo_mocker.engine_args(worker, settings.speedup_ratio), indent=2))
         commands[worker] = dynamo_mocker.worker_command(
             worker, model_path=model_path, served_model_name=settings.served_model_name,
-            engine_args_file=engine_args_file, system_port=launcher.allocate_port(), discovery_dir=discovery_dir)
-    return commands
+            engine_args_file=engine_args_file, system_port=launcher.allocate_port(), discovery=discovery)
+    return commands, ports
+
+
+def _wait_for_port(deployment: Deployment, service: Service, host: str, port: int) -> None:
+    """etcd and NATS must accept connections before the frontend and workers start."""
+    deadline = time.monotonic() + deployment.settings.startup_timeout
+    while time.monotonic() < deadline:
+        _raise_if_died_during_startup(deployment)
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    handle = next(h for h in deployment.handles if h.service == service)
+    raise DeploymentError(f"{service.name} is not listening on {host}:{port} after "
+                          f"{deployment.settings.startup_timeout:g}s\n{framed(service.name, handle.log_path)}")
 
 
 def _wait_ready(deployment: Deployment) -> None:

@@ -11,6 +11,8 @@ import pytest
 from . import deployment as deployment_module
 from .client import ApiClient
 from .deployment import Deployment, DeploymentError
+from .launchers import make_launcher
+from .launchers.allocation import SlurmError
 from .report import STARTED_KEY, current_run
 from .settings import Settings
 
@@ -30,8 +32,10 @@ def deployment(pytestconfig: pytest.Config, record_testsuite_property) -> Iterat
         if run.settings.launcher == "endpoint":
             dep = deployment_module.connect_endpoint(run.settings, run.logs_dir)
         else:
-            dep = deployment_module.launch(run.settings, run.run_dir)
-    except DeploymentError as error:
+            needed = deployment_module.plan_for(run.settings).num_nodes
+            launcher = make_launcher(run.settings, run.run_id, run.allocation, needed)
+            dep = deployment_module.launch(run.settings, run.run_dir, launcher)
+    except (DeploymentError, SlurmError) as error:
         pytest.exit(f"pytest-llama4: {error}", returncode=pytest.ExitCode.TESTS_FAILED)
     run.deployment = dep
     run.startup_seconds = time.monotonic() - pytestconfig.stash[STARTED_KEY]

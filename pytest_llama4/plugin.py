@@ -9,6 +9,8 @@ import pytest
 
 from . import settings as settings_module
 from . import waivers
+from .deployment import plan_for
+from .launchers import slurm_preflight
 from .report import RUN_KEY, STARTED_KEY, Run, current_run, new_run_id
 
 pytest_plugins = ["pytest_llama4.fixtures"]
@@ -41,6 +43,8 @@ def pytest_configure(config: pytest.Config) -> None:
     run_id = getattr(config, "workerinput", {}).get("llama4_run_id") or new_run_id()
     run = Run(settings_module.resolve(config), run_id)
     config.stash[RUN_KEY] = run
+    if run.settings.launcher == "slurm":
+        run.allocation = slurm_preflight(run.settings, plan_for(run.settings).num_nodes)
     if not hasattr(config, "workerinput") and not config.option.xmlpath:
         run.junit_path = run.run_dir / "junit.xml"
         config.option.xmlpath = str(run.junit_path)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from .deployment import Deployment
+from .launchers.allocation import Allocation
 from .settings import Settings
 
 
@@ -25,6 +26,7 @@ class Run:
     settings: Settings
     run_id: str
     deployment: Deployment | None = None
+    allocation: Allocation | None = None  # the SLURM allocation pytest runs inside, checked at configure time
     startup_seconds: float | None = None
     junit_path: Path | None = None
     suites: list[str] = field(default_factory=list)  # suite markers of the collected tests

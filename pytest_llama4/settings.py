@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from .topology import DISCOVERY_MODES
+
 TOPOLOGIES = ("agg", "disagg")
 LAUNCHERS = ("local", "slurm", "endpoint")
 ENGINES = ("mocker", "dynamo-trtllm", "trtllm-serve")
@@ -54,6 +56,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("--decode-engine-config", "engine config for decode workers (disagg)", env="DECODE_ENGINE_CONFIG"),
     Option("--prefill-workers", "number of prefill workers (disagg)", "1", kind="int"),
     Option("--decode-workers", "number of decode workers (disagg)", "1", kind="int"),
+    Option("--num-nodes", "nodes the aggregated worker spans", "1", env="NUM_NODES", kind="int"),
+    Option("--prefill-nodes", "nodes each prefill worker spans", "1", env="NUM_PREFILL_NODES", kind="int"),
+    Option("--decode-nodes", "nodes each decode worker spans", "1", env="NUM_DECODE_NODES", kind="int"),
+    Option("--gpus-per-node", "GPUs per node, one engine rank each", "4", env="NUM_GPUS_PER_NODE", kind="int"),
+    Option("--discovery", "how Dynamo services find each other: a shared directory, or etcd + NATS on the head node",
+           "file", choices=DISCOVERY_MODES),
+    Option("--image", "slurm: container image for every step (pyxis --container-image)", env="IMAGE"),
+    Option("--mounts", "slurm: container mounts, src:dst[,src:dst] (pyxis --container-mounts)", env="MOUNTS"),
+    Option("--slurm-alloc", "slurm: request an allocation (salloc) instead of using the one pytest runs in",
+           False, kind="bool"),
+    Option("--partition", "slurm: partition for --slurm-alloc"),
+    Option("--account", "slurm: account for --slurm-alloc"),
+    Option("--time", "slurm: time limit for --slurm-alloc", "01:00:00"),
     Option("--http-port", "frontend HTTP port for launched deployments (0 = pick a free one)", "0", kind="int"),
     Option("--speedup-ratio", "mocker: simulated speed-up over real hardware timing (0 = no delay)", "50",
            kind="float"),
@@ -77,6 +92,17 @@ class Settings:
     decode_engine_config: Path | None = None
     prefill_workers: int = 1
     decode_workers: int = 1
+    num_nodes: int = 1
+    prefill_nodes: int = 1
+    decode_nodes: int = 1
+    gpus_per_node: int = 4
+    discovery: str = "file"
+    image: str | None = None
+    mounts: str | None = None
+    slurm_alloc: bool = False
+    partition: str | None = None
+    account: str | None = None
+    time: str = "01:00:00"
     http_port: int = 0
     speedup_ratio: float = 50.0
     reports_dir: Path = Path("reports")
@@ -162,16 +188,15 @@ def validate(values: dict[str, Any], sources: dict[str, str], base: Path) -> Set
         values["launcher"] = "endpoint"
     elif values["launcher"] == "endpoint":
         raise pytest.UsageError("--launcher=endpoint needs the deployment's URL: add --endpoint=http://HOST:PORT")
-    if values["launcher"] == "slurm":
-        raise pytest.UsageError("--launcher=slurm is not supported yet (issue #3); run on the embedded default "
-                                "with --launcher=local, or point at a running deployment with --endpoint=URL")
+    if values["slurm_alloc"] and values["launcher"] != "slurm":
+        raise pytest.UsageError("--slurm-alloc requests a SLURM allocation: add --launcher=slurm")
     if values["launcher"] == "local" and values["engine"] != "mocker":
         raise pytest.UsageError(
             f"--engine={values['engine']} needs GPU nodes and cannot run as local processes; use --engine=mocker "
             "for the embedded default, or --endpoint=URL for a deployment that is already running")
-    for name in ("prefill_workers", "decode_workers"):
+    for name in ("prefill_workers", "decode_workers", "num_nodes", "prefill_nodes", "decode_nodes", "gpus_per_node"):
         if values[name] < 1:
-            raise pytest.UsageError(f"{sources[name]}: needs at least 1 worker, got {values[name]}")
+            raise pytest.UsageError(f"{sources[name]}: needs at least 1, got {values[name]}")
     if values["startup_timeout"] <= 0:
         raise pytest.UsageError(f"{sources['startup_timeout']}: must be a positive number of seconds")
     if not 0 <= values["http_port"] <= 65535:

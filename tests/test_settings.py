@@ -4,7 +4,9 @@ import pytest
 
 BAD_SETTINGS = [
     (["--topology=mesh"], {}, "invalid choice: 'mesh'"),
-    (["--launcher=slurm"], {}, "--launcher=slurm is not supported yet"),
+    (["--slurm-alloc"], {}, "--slurm-alloc requests a SLURM allocation: add --launcher=slurm"),
+    ([], {"NUM_PREFILL_NODES": "0"}, "environment variable NUM_PREFILL_NODES: needs at least 1, got 0"),
+    (["--discovery=consul"], {}, "invalid choice: 'consul'"),
     (["--launcher=endpoint"], {}, "add --endpoint=http://HOST:PORT"),
     (["--endpoint=localhost:8000"], {}, "is not a URL; use e.g. --endpoint=http://127.0.0.1:8000"),
     (["--endpoint=http://h:1", "--launcher=local"], {}, "drop one of the two options"),
@@ -16,7 +18,7 @@ BAD_SETTINGS = [
     (["--startup-timeout=soon"], {}, "--startup-timeout: expected a number, got 'soon'"),
     (["--startup-timeout=0"], {}, "--startup-timeout: must be a positive number of seconds"),
     (["--http-port=70000"], {}, "--http-port: 70000 is not a TCP port"),
-    (["--decode-workers=0"], {}, "--decode-workers: needs at least 1 worker"),
+    (["--decode-workers=0"], {}, "--decode-workers: needs at least 1, got 0"),
     (["--waivers=missing.yaml"], {}, "pass --waivers=none to run without waivers"),
 ]
 

@@ -46,3 +46,26 @@ def test_disagg_needs_both_sides(prefill, decode):
 def test_unknown_topology_is_rejected():
     with pytest.raises(ValueError, match="unknown topology 'mesh'"):
         make_plan("mesh")
+
+
+def test_workers_span_the_seed_guides_node_counts():
+    agg = make_plan("agg", worker_nodes=2)
+    assert agg.workers[0].nodes == (0, 1) and agg.num_nodes == 2
+    plan = make_plan("disagg", prefill_workers=2, prefill_nodes=2, decode_workers=1, decode_nodes=3)
+    assert [(s.name, s.nodes) for s in plan.workers] == [
+        ("prefill-0", (0, 1)), ("prefill-1", (2, 3)), ("decode-0", (4, 5, 6))]
+    assert plan.num_nodes == 7
+    with pytest.raises(ValueError, match="at least one node"):
+        make_plan("agg", worker_nodes=0)
+
+
+@pytest.mark.parametrize("topology", ["agg", "disagg"])
+def test_etcd_discovery_plans_the_control_plane_once_on_the_head_node(topology):
+    plan = make_plan(topology, discovery="etcd")
+    assert [s.role for s in plan.services[:3]] == ["etcd", "nats", FRONTEND], "control plane before the frontend"
+    assert plan.count("etcd") == plan.count("nats") == plan.count(FRONTEND) == 1
+    assert {s.node for s in plan.services if not s.is_worker} == {0}
+    assert plan.describe().endswith("(etcd + nats discovery)")
+    assert make_plan(topology).count("etcd") == 0, "file discovery needs no control plane"
+    with pytest.raises(ValueError, match="unknown discovery"):
+        make_plan(topology, discovery="consul")

@@ -12,6 +12,8 @@ class Command:
 
     argv: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
+    tasks_per_node: int = 1  # >1: one task per GPU, launched under MPI
+    mpi: bool = False  # srun must pass --mpi=pmix (and --oversubscribe, as the seed scripts do)
 
     def shell(self) -> str:
         """The command as one copy-pasteable shell line (for logs and error messages)."""

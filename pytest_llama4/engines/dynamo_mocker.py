@@ -1,7 +1,7 @@
 """The embedded default: the real Dynamo frontend in front of the real `dynamo.mocker` engine.
 
-On one machine neither etcd nor NATS is needed: every process uses file discovery in one shared
-directory (`DYN_FILE_KV`), the TCP request plane and the ZMQ event plane (DESIGN.md section 4).
+Runs as local processes or as SLURM steps; every process gets the deployment's discovery wiring
+(a shared `DYN_FILE_KV` directory, or etcd + NATS on the head node).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 from ..settings import PROJECT_ROOT
 from ..topology import DECODE, PREFILL, Service
 from .base import Command
+from .control_plane import Discovery
 
-DISCOVERY_FLAGS = ("--discovery-backend", "file", "--request-plane", "tcp", "--event-plane", "zmq")
 MOCKER_CONFIGS = PROJECT_ROOT / "engine_configs" / "mocker"
 # Dynamo components a worker registers under, as listed by the frontend's /health.
 HEALTH_COMPONENT = {PREFILL: "prefill", DECODE: "backend", "worker": "backend"}
@@ -22,14 +22,10 @@ HEALTH_COMPONENT = {PREFILL: "prefill", DECODE: "backend", "worker": "backend"}
 MAX_MODEL_LEN = 8192
 
 
-def discovery_env(discovery_dir: Path) -> dict[str, str]:
-    return {"DYN_FILE_KV": str(discovery_dir)}
-
-
-def frontend_command(http_port: int, discovery_dir: Path) -> Command:
-    argv = (sys.executable, "-m", "dynamo.frontend", "--http-host", "127.0.0.1", "--http-port", str(http_port),
-            *DISCOVERY_FLAGS)
-    return Command(argv, discovery_env(discovery_dir))
+def frontend_command(host: str, http_port: int, discovery: Discovery) -> Command:
+    argv = (sys.executable, "-m", "dynamo.frontend", "--http-host", host, "--http-port", str(http_port),
+            *discovery.flags)
+    return Command(argv, dict(discovery.env))
 
 
 WORKER_TYPE = {"worker": "aggregated", PREFILL: "prefill", DECODE: "decode"}
@@ -61,12 +57,12 @@ def worker_command(
     served_model_name: str,
     engine_args_file: Path,
     system_port: int,
-    discovery_dir: Path,
+    discovery: Discovery,
 ) -> Command:
     """`DYN_SYSTEM_PORT` makes the worker serve its own model card, so the frontend never asks a hub for it."""
     argv = [sys.executable, "-m", "dynamo.mocker", "--model-path", str(model_path),
-            "--model-name", served_model_name, "--extra-engine-args", str(engine_args_file), *DISCOVERY_FLAGS]
+            "--model-name", served_model_name, "--extra-engine-args", str(engine_args_file), *discovery.flags]
     if service.role in (PREFILL, DECODE):
         argv += ["--disaggregation-mode", service.role]  # picks the endpoint; the engine follows worker_type
-    env = {**discovery_env(discovery_dir), "DYN_SYSTEM_PORT": str(system_port)}
+    env = {**discovery.env, "DYN_SYSTEM_PORT": str(system_port)}
     return Command(tuple(argv), env)

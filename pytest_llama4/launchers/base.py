@@ -31,3 +31,6 @@ class Launcher(Protocol):
         """A port that no other service of this deployment will get."""
 
     def start(self, service: Service, command: Command, log_path: Path) -> ServiceHandle: ...
+
+    def close(self) -> None:
+        """Release what the launcher itself holds (an allocation it requested), after every service stopped."""

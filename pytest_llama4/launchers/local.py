@@ -74,3 +74,6 @@ class LocalLauncher:
                 start_new_session=True,  # own process group: Ctrl-C in the terminal reaches pytest only
             )
         return LocalProcess(service, command, log_path, process)
+
+    def close(self) -> None:
+        """Local processes hold nothing beyond themselves."""

@@ -1,0 +1,41 @@
+"""How Dynamo services find each other: a shared directory, or etcd + NATS started once on the head node."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .base import Command
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """Flags and environment every Dynamo process of one deployment gets."""
+
+    flags: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def file_discovery(directory: Path) -> Discovery:
+    """No etcd or NATS: a directory every node sees (DESIGN.md section 4), TCP requests, ZMQ events."""
+    flags = ("--discovery-backend", "file", "--request-plane", "tcp", "--event-plane", "zmq")
+    return Discovery(flags, {"DYN_FILE_KV": str(directory)})
+
+
+def etcd_discovery(host: str, etcd_port: int, nats_port: int) -> Discovery:
+    """The seed scripts' control plane: ETCD_ENDPOINTS and NATS_SERVER point at the head node."""
+    flags = ("--discovery-backend", "etcd", "--request-plane", "nats", "--event-plane", "nats")
+    return Discovery(flags, {"ETCD_ENDPOINTS": f"http://{host}:{etcd_port}", "NATS_SERVER": f"nats://{host}:{nats_port}"})
+
+
+def etcd_command(host: str, client_port: int, peer_port: int, data_dir: Path) -> Command:
+    """A single-member etcd, as the seed's start_frontend_services.sh runs it, on ports of our choosing."""
+    client, peer = f"http://{host}:{client_port}", f"http://{host}:{peer_port}"
+    return Command(("etcd", "--name", "llama4", "--data-dir", str(data_dir), "--listen-client-urls", client,
+                    "--advertise-client-urls", client, "--listen-peer-urls", peer,
+                    "--initial-advertise-peer-urls", peer, "--initial-cluster", f"llama4={peer}"))
+
+
+def nats_command(host: str, port: int, store_dir: Path) -> Command:
+    """nats-server with JetStream (-js), as the seed runs it."""
+    return Command(("nats-server", "-js", "--addr", host, "--port", str(port), "--store_dir", str(store_dir)))
