@@ -42,10 +42,7 @@ class Allocation:
         return match.group(1) if match else node
 
     def gpus(self, node: str) -> int | None:
-        """GPUs SLURM lists for `node` (Gres=gpu[:type]:N), or None when it lists none."""
-        gres = re.search(r"\bGres=(\S+)", slurm("scontrol", "show", "node", "-o", node))
-        counts = re.findall(r"gpu(?::[^:,()]+)?:(\d+)", gres.group(1)) if gres else []
-        return sum(map(int, counts)) if counts else None
+        return gres_gpus(slurm("scontrol", "show", "node", "-o", node))
 
     def release(self) -> None:
         if self.requested:
@@ -53,6 +50,13 @@ class Allocation:
 
     def describe(self) -> str:
         return f"job {self.job_id} ({', '.join(self.nodes)})"
+
+
+def gres_gpus(node_record: str) -> int | None:
+    """GPUs in a `scontrol show node -o` record (Gres=gpu[:type]:N[(S:...)],...), or None when it lists none."""
+    gres = re.search(r"\bGres=(\S+)", node_record)
+    counts = re.findall(r"gpu(?::[^:,()]+)?:(\d+)", gres.group(1)) if gres else []
+    return sum(map(int, counts)) if counts else None
 
 
 def hostnames(nodelist: str) -> tuple[str, ...]:

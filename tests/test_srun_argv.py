@@ -1,0 +1,42 @@
+"""The srun line for each kind of service, flag for flag (DESIGN.md section 8, the seed's multinode scripts)."""
+
+from pytest_llama4.engines.base import Command
+from pytest_llama4.launchers.allocation import Allocation, gres_gpus
+from pytest_llama4.launchers.slurm import srun_argv
+from pytest_llama4.topology import make_plan
+
+ALLOCATION = Allocation("4242", ("gb-01", "gb-02", "gb-03"))
+
+
+def test_frontend_is_one_task_on_the_head_node():
+    plan = make_plan("disagg")
+    argv = srun_argv(plan.frontend, Command(("python3", "-m", "dynamo.frontend")), ALLOCATION, step_name="s")
+    assert argv == ["srun", "--overlap", "--jobid=4242", "--job-name=s", "--nodes=1", "--nodelist=gb-01",
+                    "--ntasks-per-node=1", "--ntasks=1", "--kill-on-bad-exit=1", "python3", "-m", "dynamo.frontend"]
+
+
+def test_mpi_worker_spanning_two_nodes_in_a_container():
+    plan = make_plan("disagg", prefill_nodes=1, decode_nodes=2)
+    decode = plan.workers[-1]
+    command = Command(("trtllm-llmapi-launch", "python3", "-m", "dynamo.trtllm"),
+                      env={"NATS_SERVER": "nats://10.0.0.1:4222", "ETCD_ENDPOINTS": "http://10.0.0.1:2379"},
+                      tasks_per_node=4, mpi=True)
+    argv = srun_argv(decode, command, ALLOCATION, step_name="s", image="nvcr.io/dynamo:tag", mounts="/lustre:/lustre")
+    assert argv == [
+        "srun", "--overlap", "--jobid=4242", "--job-name=s", "--nodes=2", "--nodelist=gb-02,gb-03",
+        "--ntasks-per-node=4", "--ntasks=8", "--kill-on-bad-exit=1", "--mpi=pmix", "--oversubscribe",
+        "--container-image=nvcr.io/dynamo:tag", "--no-container-mount-home", "--container-mounts=/lustre:/lustre",
+        "--container-env=ETCD_ENDPOINTS,NATS_SERVER", "trtllm-llmapi-launch", "python3", "-m", "dynamo.trtllm"]
+
+
+def test_no_container_flags_without_an_image():
+    worker = make_plan("agg").workers[0]
+    argv = srun_argv(worker, Command(("x",), env={"A": "1"}), ALLOCATION, step_name="s", mounts="/a:/b")
+    assert not [flag for flag in argv if flag.startswith("--container")]
+
+
+def test_gpu_count_is_read_from_gres():
+    assert gres_gpus("NodeName=gb-01 Arch=aarch64 Gres=gpu:4(S:0-1) NodeAddr=10.0.0.1") == 4
+    assert gres_gpus("NodeName=h-01 Gres=gpu:h100:8 NodeAddr=h-01") == 8
+    assert gres_gpus("NodeName=h-01 Gres=gpu:a:2,gpu:b:2,shard:8") == 4
+    assert gres_gpus("NodeName=node1 Gres=(null) NodeAddr=127.0.0.1") is None
