@@ -175,6 +175,29 @@ def _path_or_none(value: str | None, base: Path) -> Path | None:
     return path if path.is_absolute() else base / path
 
 
+def host_path(container_path: Path, mounts: str | None) -> Path | None:
+    """Where a path inside the container lives on the host, through pyxis mounts `src:dst[:flags],...`;
+    None when no mount covers it (then it comes from the image itself)."""
+    for mount in (mounts or "").split(","):
+        src, _, rest = mount.partition(":")
+        dst = rest.split(":")[0]
+        if src and dst and container_path.is_relative_to(dst):
+            return Path(src) / container_path.relative_to(dst)
+    return None
+
+
+def _check_engine_config(path: Path | None, source: str, image: str | None, mounts: str | None) -> None:
+    """The file must exist where the engine will read it: on the host, or in the container through a mount
+    (the seed guide passes container paths such as /mnt/engine_configs/...)."""
+    if path is None:
+        return
+    on_host = host_path(path, mounts) if image else path
+    if on_host is not None and not on_host.is_file():
+        where = f" (mounted from {on_host} on the host, via MOUNTS)" if on_host != path else ""
+        raise pytest.UsageError(f"{source}: engine config {path} does not exist{where}; pass an existing file "
+                                f"(shipped ones are under {PROJECT_ROOT}/engine_configs)")
+
+
 def validate(values: dict[str, Any], sources: dict[str, str], base: Path) -> Settings:
     """Cross-field checks and path resolution; `sources` names where each value came from."""
     if values["endpoint"]:
@@ -203,9 +226,7 @@ def validate(values: dict[str, Any], sources: dict[str, str], base: Path) -> Set
         raise pytest.UsageError(f"{sources['http_port']}: {values['http_port']} is not a TCP port (0-65535)")
     for name in ("engine_config", "prefill_engine_config", "decode_engine_config"):
         values[name] = _path_or_none(values[name], base)
-        if values[name] is not None and not values[name].is_file():
-            raise pytest.UsageError(f"{sources[name]}: engine config {values[name]} does not exist; "
-                                    f"pass an existing file (shipped ones are under {PROJECT_ROOT}/engine_configs)")
+        _check_engine_config(values[name], sources[name], values["image"], values["mounts"])
     waivers = values["waivers"]
     values["waivers"] = None if str(waivers).lower() == "none" else _path_or_none(waivers, base)
     if values["waivers"] is not None and not values["waivers"].is_file():

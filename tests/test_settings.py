@@ -1,6 +1,10 @@
 """Every bad setting is a usage error that names the setting and the fix; good ones resolve by precedence."""
 
+from pathlib import Path
+
 import pytest
+
+from pytest_llama4.settings import PROJECT_ROOT, host_path
 
 BAD_SETTINGS = [
     (["--topology=mesh"], {}, "invalid choice: 'mesh'"),
@@ -15,6 +19,8 @@ BAD_SETTINGS = [
     ([], {"ENGINE_CONFIG": "/no/such/eagle_agg.yaml"}, "environment variable ENGINE_CONFIG: engine config "
                                                        "/no/such/eagle_agg.yaml does not exist"),
     (["--topology=disagg"], {"DECODE_ENGINE_CONFIG": "/no/d.yaml"}, "environment variable DECODE_ENGINE_CONFIG"),
+    (["--image=img", "--mounts=/nowhere/:/mnt", "--engine-config=/mnt/eagle_agg.yaml"], {},
+     "engine config /mnt/eagle_agg.yaml does not exist (mounted from /nowhere/eagle_agg.yaml on the host, via MOUNTS)"),
     (["--startup-timeout=soon"], {}, "--startup-timeout: expected a number, got 'soon'"),
     (["--startup-timeout=0"], {}, "--startup-timeout: must be a positive number of seconds"),
     (["--http-port=70000"], {}, "--http-port: 70000 is not a TCP port"),
@@ -69,3 +75,14 @@ def test_markers_are_registered(pytester):
     result = pytester.runpytest("--markers")
     for marker in ("schema", "streaming", "errors", "throughput", "memory", "speculative", "disagg", "gpu"):
         result.stdout.fnmatch_lines([f"@pytest.mark.{marker}:*"])
+
+
+def test_container_paths_are_checked_through_the_mounts(pytester):
+    mounts = f"{PROJECT_ROOT}/:/mnt,/lustre:/lustre:ro"
+    assert host_path(Path("/mnt/engine_configs/a.yaml"), mounts) == PROJECT_ROOT / "engine_configs/a.yaml"
+    assert host_path(Path("/lustre/m/x"), mounts) == Path("/lustre/m/x")
+    assert host_path(Path("/opt/in-image.yaml"), mounts) is None
+    pytester.makepyfile("def test_settings(llama4_settings):\n    assert str(llama4_settings.engine_config) == "
+                        "'/mnt/engine_configs/llama4/eagle/eagle_agg.yaml'\n")
+    pytester.runpytest("--image=img", f"--mounts={mounts}", "--endpoint=http://127.0.0.1:9",
+                       "--engine-config=/mnt/engine_configs/llama4/eagle/eagle_agg.yaml").assert_outcomes(passed=1)
