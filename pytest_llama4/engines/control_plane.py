@@ -22,10 +22,22 @@ def file_discovery(directory: Path) -> Discovery:
     return Discovery(flags, {"DYN_FILE_KV": str(directory)})
 
 
+ETCD_PORT = 2379  # the seed's srun_*.sh scripts
+NATS_PORT = 4222
+
+
+def control_plane_env(head_ip: str, etcd_port: int = ETCD_PORT, nats_port: int = NATS_PORT) -> dict[str, str]:
+    """ETCD_ENDPOINTS and NATS_SERVER exactly as the seed's srun_aggregated.sh / srun_disaggregated.sh export
+    them (ai-dynamo/dynamo components/backends/trtllm/multinode/ @ 1cc36a6): etcd without a scheme, NATS with one."""
+    if not head_ip or head_ip == "0.0.0.0":
+        raise ValueError(f"head_ip must be the head node's address, not {head_ip!r}")
+    return {"ETCD_ENDPOINTS": f"{head_ip}:{etcd_port}", "NATS_SERVER": f"nats://{head_ip}:{nats_port}"}
+
+
 def etcd_discovery(host: str, etcd_port: int, nats_port: int) -> Discovery:
-    """The seed scripts' control plane: ETCD_ENDPOINTS and NATS_SERVER point at the head node."""
+    """The seed scripts' control plane on the head node; the flags select it explicitly (Dynamo 1.0 and newer)."""
     flags = ("--discovery-backend", "etcd", "--request-plane", "nats", "--event-plane", "nats")
-    return Discovery(flags, {"ETCD_ENDPOINTS": f"http://{host}:{etcd_port}", "NATS_SERVER": f"nats://{host}:{nats_port}"})
+    return Discovery(flags, control_plane_env(host, etcd_port, nats_port))
 
 
 def etcd_command(host: str, client_port: int, peer_port: int, data_dir: Path) -> Command:

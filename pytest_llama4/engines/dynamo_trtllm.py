@@ -30,16 +30,21 @@ Pure functions: each returns the argv + environment of one service; the SLURM la
 
 The argv shapes (`DYNAMO_SHAPES`, keyed by the first release that has them):
 - "0.4" (0.4.x-0.6.x): `--model-path`; `--disaggregation-mode prefill_and_decode|prefill|decode`;
-  `--disaggregation-strategy prefill_first|decode_first` exists and the scripts pass `decode_first` to both sides.
-- "0.7" (0.7.x-1.2.x): `--disaggregation-strategy` removed (an unknown flag is an argparse error, exit 2);
-  agg is still `prefill_and_decode`. 1.0 renames `--model-path` to `--model` and keeps `--model-path` as an alias,
-  so `--model-path` is valid throughout.
-- "1.3" (1.3.0-1.6.1): `--disaggregation-mode agg|pd|prefill|decode|encode`, default `agg`;
-  `prefill_and_decode` is no longer a choice (exit 2; only via DYN_TRTLLM_DISAGGREGATION_MODE does it reach the
-  "no longer supported" message), so the seed's srun_aggregated.sh fails on these releases. `--model` is the name
-  (`--model-path` still an alias). Unknown flags: exit 1 ("Unrecognized argument", from the `--trtllm.*` scan).
-  1.4 and 1.6 differ in no flag used here (1.6 splits `--publish-events-and-metrics` into `--publish-kv-events`
-  and `--publish-metrics`, keeping the old one as an alias for one release).
+  `--disaggregation-strategy prefill_first|decode_first` (default decode_first) exists, and [S1] sets
+  `DISAGGREGATION_STRATEGY=decode_first` for both disagg sides. (It lists the variable in `--container-env` but
+  never exports it, so unless the user exported it the worker falls back to the same default.)
+- "0.7" (0.7.x-1.2.x): `--disaggregation-strategy` is gone (an error: argparse exit 2 in 0.7-1.0, "Unrecognized
+  argument" exit 1 from 1.2); agg is still `prefill_and_decode`. 1.0 renames `--model-path` to `--model` and keeps
+  `--model-path` as an alias, so `--model-path` is valid throughout.
+- "1.3" (1.3.0-1.6.1): `--disaggregation-mode agg|pd|prefill|decode|encode`, default `agg`. 1.3.x still accepts
+  `prefill_and_decode` ("remains accepted temporarily"); 1.4 and later reject it (argparse exit 2), so the seed's
+  srun_aggregated.sh no longer starts an aggregated worker there. `--model` is the name (`--model-path` an
+  alias). Unknown flags: exit 1. 1.4 and 1.6 differ in no flag used here (1.6 splits
+  `--publish-events-and-metrics` into `--publish-kv-events` and `--publish-metrics`, keeping the old one as an
+  alias for one release).
+Checked by parsing every argv this module builds (3 shapes x 3 roles) with the parser of each wheel in [S4]: each
+shape parses on every release of its range; the agg value is the one real incompatibility (the "0.7" agg argv is
+rejected from 1.4, the "1.3" one before 1.3); the strategy flag is rejected from 0.7.
 No shape gets `--discovery-backend/--request-plane/--event-plane`: they do not exist before 1.0 (0.7 has only
 `--store-kv`), and the defaults from 1.0 on (etcd discovery via ETCD_ENDPOINTS, TCP requests) are what the seed
 scripts rely on.
@@ -57,8 +62,6 @@ from .base import Command
 LAUNCHER = "trtllm-llmapi-launch"  # [S2]: rank 0 runs the command, the other MPI ranks serve the engine
 WORKER_MODULE = "dynamo.trtllm"  # [S2], [S4]
 FRONTEND_MODULE = "dynamo.frontend"  # [S3]
-ETCD_PORT = 2379  # [S1]
-NATS_PORT = 4222  # [S1]
 HTTP_PORT = 8000  # [S3]
 UCX_ENV = "TRTLLM_USE_UCX_KVCACHE"  # [S2]
 NIXL_ENV = "TRTLLM_USE_NIXL_KVCACHE"  # [S2]
@@ -98,13 +101,6 @@ def worker_shape(dynamo_version: str) -> WorkerShape:
     return known[-1]
 
 
-def control_plane_env(head_ip: str, etcd_port: int = ETCD_PORT, nats_port: int = NATS_PORT) -> dict[str, str]:
-    """ETCD_ENDPOINTS and NATS_SERVER exactly as [S1] exports them: etcd without a scheme, NATS with one."""
-    if not head_ip or head_ip == "0.0.0.0":
-        raise ValueError(f"head_ip must be the head node's address, not {head_ip!r}")
-    return {"ETCD_ENDPOINTS": f"{head_ip}:{etcd_port}", "NATS_SERVER": f"nats://{head_ip}:{nats_port}"}
-
-
 def frontend_command(http_port: int, env: Mapping[str, str]) -> Command:
     """`python3 -m dynamo.frontend --http-port N` [S3]: one task, never one per GPU (the seed guide's warning)."""
     return Command(("python3", "-m", FRONTEND_MODULE, "--http-port", str(http_port)), dict(env), tasks_per_node=1)
@@ -133,8 +129,9 @@ def worker_command(
 
     `engine_config` and `model_path` are paths as the container sees them. The command is one MPI task per GPU on
     every node the worker spans (`srun --mpi pmix --oversubscribe --ntasks-per-node gpus_per_node`, [S1]).
-    `env` is the control plane (`control_plane_env`) plus any user overrides; like [S2], TRTLLM_USE_UCX_KVCACHE=1 is
-    added unless the user chose a KV-cache transport. TensorRT-LLM still honours it when the engine config says
+    `env` is the control plane (`control_plane.control_plane_env`) plus any user overrides; like [S2],
+    TRTLLM_USE_UCX_KVCACHE=1 is added unless the user chose a KV-cache transport. TensorRT-LLM still honours it
+    when the engine config says
     `cache_transceiver_config: {backend: default}` (as the seed's do): it then picks UCX instead of NIXL
     (tensorrt_llm/_torch/pyexecutor/kv_cache_transceiver.py). `system_port` sets DYN_SYSTEM_PORT: the worker
     then serves its own /health, /metrics and model metadata (DESIGN.md section 4); the scripts do not set it.
