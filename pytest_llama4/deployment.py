@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import tempfile
@@ -13,14 +12,13 @@ from pathlib import Path
 import requests
 
 from . import readiness
-from .engines import control_plane, dynamo_mocker
-from .engines.base import Command
-from .fixture_model import ensure_model_dir
+from .engines import dynamo_mocker
 from .launchers.base import Launcher, ServiceHandle
 from .logtail import framed
 from .ports import port_in_use
 from .settings import Settings
-from .topology import ETCD, NATS, Plan, Service, make_plan
+from .topology import Plan, Service, make_plan
+from .wiring import wire
 
 STOP_GRACE_SECONDS = 10.0
 
@@ -108,12 +106,11 @@ def launch(settings: Settings, run_dir: Path, launcher: Launcher) -> Deployment:
     try:
         http_port = _frontend_port(settings, launcher)
         deployment.base_url = f"http://{launcher.host}:{http_port}"
-        commands, ports = _commands(plan, settings, launcher, http_port, deployment.scratch_dir,
-                                    run_dir / "engine_configs")
-        for service, command in commands.items():
+        wiring = wire(plan, settings, launcher, http_port, deployment.scratch_dir, run_dir / "engine_configs")
+        for service, command in wiring.commands.items():
             deployment.handles.append(launcher.start(service, command, logs_dir / f"{service.name}.log"))
-            if service in ports:
-                _wait_for_port(deployment, service, launcher.host, ports[service])
+            if service in wiring.ports:
+                _wait_for_port(deployment, service, launcher.host, wiring.ports[service])
         _wait_ready(deployment)
     except BaseException:
         deployment.stop()
@@ -128,36 +125,6 @@ def _frontend_port(settings: Settings, launcher: Launcher) -> int:
         raise DeploymentError(f"--http-port={settings.http_port}: the port is already in use on {launcher.host}; "
                               "stop what holds it (`ss -ltnp`) or pass --http-port=0 to pick a free port")
     return settings.http_port
-
-
-def _commands(plan: Plan, settings: Settings, launcher: Launcher, http_port: int, scratch: Path,
-              configs_dir: Path) -> tuple[dict[Service, Command], dict[Service, int]]:
-    """Every service's command, in start order, and the ports of services others need up before they start."""
-    commands: dict[Service, Command] = {}
-    ports: dict[Service, int] = {}
-    host = launcher.host
-    if plan.discovery == "etcd":
-        by_role = {s.role: s for s in plan.services}
-        etcd_port, peer_port, nats_port = (launcher.allocate_port() for _ in range(3))
-        commands[by_role[ETCD]] = control_plane.etcd_command(host, etcd_port, peer_port, scratch / "etcd")
-        commands[by_role[NATS]] = control_plane.nats_command(host, nats_port, scratch / "nats")
-        ports |= {by_role[ETCD]: etcd_port, by_role[NATS]: nats_port}
-        discovery = control_plane.etcd_discovery(host, etcd_port, nats_port)
-    else:
-        discovery = control_plane.file_discovery(scratch / "discovery")
-    if settings.engine != "mocker":
-        raise DeploymentError(f"launching --engine={settings.engine} is not wired yet; start it with the seed "
-                              "guide's scripts and pass --endpoint=http://HEAD_NODE:8000")
-    commands[plan.frontend] = dynamo_mocker.frontend_command(host, http_port, discovery)
-    model_path = Path(settings.model) if settings.model else ensure_model_dir()
-    configs_dir.mkdir(parents=True, exist_ok=True)
-    for worker in plan.workers:
-        engine_args_file = configs_dir / f"{worker.name}.json"
-        engine_args_file.write_text(json.dumps(dynamo_mocker.engine_args(worker, settings.speedup_ratio), indent=2))
-        commands[worker] = dynamo_mocker.worker_command(
-            worker, model_path=model_path, served_model_name=settings.served_model_name,
-            engine_args_file=engine_args_file, system_port=launcher.allocate_port(), discovery=discovery)
-    return commands, ports
 
 
 def _wait_for_port(deployment: Deployment, service: Service, host: str, port: int) -> None:

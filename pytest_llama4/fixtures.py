@@ -15,6 +15,7 @@ from .launchers import make_launcher
 from .launchers.allocation import SlurmError
 from .report import STARTED_KEY, current_run
 from .settings import Settings
+from .wiring import WiringError
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +36,7 @@ def deployment(pytestconfig: pytest.Config, record_testsuite_property) -> Iterat
             needed = deployment_module.plan_for(run.settings).num_nodes
             launcher = make_launcher(run.settings, run.run_id, run.allocation, needed)
             dep = deployment_module.launch(run.settings, run.run_dir, launcher)
-    except (DeploymentError, SlurmError) as error:
+    except (DeploymentError, SlurmError, WiringError) as error:
         pytest.exit(f"pytest-llama4: {error}", returncode=pytest.ExitCode.TESTS_FAILED)
     run.deployment = dep
     run.startup_seconds = time.monotonic() - pytestconfig.stash[STARTED_KEY]

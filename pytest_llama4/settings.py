@@ -7,6 +7,7 @@ Every validation failure is a `pytest.UsageError` that says what was wrong and h
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -62,6 +63,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("--gpus-per-node", "GPUs per node, one engine rank each", "4", env="NUM_GPUS_PER_NODE", kind="int"),
     Option("--discovery", "how Dynamo services find each other: a shared directory, or etcd + NATS on the head node",
            "file", choices=DISCOVERY_MODES),
+    Option("--dynamo-version", "Dynamo release in the container: picks the worker's argv shape", "1.6",
+           env="DYNAMO_VERSION"),
     Option("--image", "slurm: container image for every step (pyxis --container-image)", env="IMAGE"),
     Option("--mounts", "slurm: container mounts, src:dst[,src:dst] (pyxis --container-mounts)", env="MOUNTS"),
     Option("--slurm-alloc", "slurm: request an allocation (salloc) instead of using the one pytest runs in",
@@ -97,6 +100,7 @@ class Settings:
     decode_nodes: int = 1
     gpus_per_node: int = 4
     discovery: str = "file"
+    dynamo_version: str = "1.6"
     image: str | None = None
     mounts: str | None = None
     slurm_alloc: bool = False
@@ -175,6 +179,17 @@ def _path_or_none(value: str | None, base: Path) -> Path | None:
     return path if path.is_absolute() else base / path
 
 
+def _require_engine_configs(values: dict[str, Any]) -> None:
+    """GPU workers take their engine config from the seed guide's variables; there is no safe default."""
+    needed = ("engine_config",) if values["topology"] == "agg" else ("prefill_engine_config", "decode_engine_config")
+    missing = [name.upper() for name in needed if not values[name]]
+    if missing:
+        raise pytest.UsageError(
+            f"--engine=dynamo-trtllm --topology={values['topology']} needs {' and '.join(missing)} (or "
+            f"--{missing[0].lower().replace('_', '-')}), e.g. /mnt/engine_configs/llama4/eagle/eagle_"
+            f"{'agg' if values['topology'] == 'agg' else 'prefill'}.yaml with MOUNTS=\"$PWD/:/mnt\"")
+
+
 def host_path(container_path: Path, mounts: str | None) -> Path | None:
     """Where a path inside the container lives on the host, through pyxis mounts `src:dst[:flags],...`;
     None when no mount covers it (then it comes from the image itself)."""
@@ -213,6 +228,17 @@ def validate(values: dict[str, Any], sources: dict[str, str], base: Path) -> Set
         raise pytest.UsageError("--launcher=endpoint needs the deployment's URL: add --endpoint=http://HOST:PORT")
     if values["slurm_alloc"] and values["launcher"] != "slurm":
         raise pytest.UsageError("--slurm-alloc requests a SLURM allocation: add --launcher=slurm")
+    if values["launcher"] == "slurm" and values["engine"] == "trtllm-serve":
+        raise pytest.UsageError("--engine=trtllm-serve cannot be launched by pytest-llama4 yet: start it with the "
+                                "seed guide's command and pass --endpoint=http://HEAD_NODE:8000 --engine=trtllm-serve")
+    if values["image"] and values["launcher"] == "slurm" and values["discovery"] == "file":
+        raise pytest.UsageError("--image with --discovery=file: containers would each need the discovery directory "
+                                "mounted; use --discovery=etcd, the seed guide's etcd + NATS on the head node")
+    if values["engine"] == "dynamo-trtllm" and values["launcher"] == "slurm":
+        _require_engine_configs(values)
+    if not re.match(r"^v?\d+\.\d+", str(values["dynamo_version"])):
+        raise pytest.UsageError(f"{sources['dynamo_version']}: {values['dynamo_version']!r} is not a Dynamo release; "
+                                "use e.g. --dynamo-version=1.6.1 (see `python3 -m dynamo.frontend --version`)")
     if values["launcher"] == "local" and values["engine"] != "mocker":
         raise pytest.UsageError(
             f"--engine={values['engine']} needs GPU nodes and cannot run as local processes; use --engine=mocker "
