@@ -75,6 +75,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("--http-port", "frontend HTTP port for launched deployments (0 = pick a free one)", "0", kind="int"),
     Option("--speedup-ratio", "mocker: simulated speed-up over real hardware timing (0 = no delay)", "50",
            kind="float"),
+    Option("--profile", "hardware profile of throughput floors (fixtures/profiles/NAME.yaml; "
+           "default for the mocker: cpu-mocker)"),
+    Option("--profile-file", "a profile YAML of your own (wins over --profile)"),
+    Option("--baseline", "perf.json of an earlier run: fail on regressions beyond --max-regression"),
+    Option("--max-regression", "percent a gated figure may worsen against --baseline", "5", kind="float"),
     Option("--reports-dir", "where reports/<run-id>/ is written", "reports"),
     Option("--keep-deployment", "leave a launched deployment running after the session", False, kind="bool"),
     Option("--startup-timeout", "seconds to wait for the deployment to become ready", "120", kind="float"),
@@ -109,6 +114,10 @@ class Settings:
     time: str = "01:00:00"
     http_port: int = 0
     speedup_ratio: float = 50.0
+    profile: str | None = None
+    profile_file: Path | None = None
+    baseline: Path | None = None
+    max_regression: float = 5.0
     reports_dir: Path = Path("reports")
     keep_deployment: bool = False
     startup_timeout: float = 120.0
@@ -258,5 +267,11 @@ def validate(values: dict[str, Any], sources: dict[str, str], base: Path) -> Set
     if values["waivers"] is not None and not values["waivers"].is_file():
         raise pytest.UsageError(f"{sources['waivers']}: waiver file {values['waivers']} does not exist "
                                 "(pass --waivers=none to run without waivers)")
+    for name in ("profile_file", "baseline"):
+        values[name] = _path_or_none(values[name], base)
+        if values[name] is not None and not values[name].is_file():
+            raise pytest.UsageError(f"{sources[name]}: {values[name]} does not exist")
+    if values["profile"] is None and values["profile_file"] is None and values["engine"] == "mocker":
+        values["profile"] = "cpu-mocker"
     values["reports_dir"] = _path_or_none(values["reports_dir"], base)
     return Settings(**values)

@@ -1,0 +1,40 @@
+import json
+
+import pytest
+
+from pytest_llama4 import baseline, crosscheck
+
+BEFORE = {crosscheck.TTFT_COUNT: 10, crosscheck.TTFT_SUM: 1.0}
+
+
+def test_agreeing_server_and_client():
+    after = {crosscheck.TTFT_COUNT: 20, crosscheck.TTFT_SUM: 1.5}  # 10 requests, 50 ms mean
+    check = crosscheck.compare(BEFORE, after, client_requests=10, client_ttft_ms_mean=58.0)
+    assert check.server_ttft_ms_mean == pytest.approx(50.0) and check.problems == ()
+
+
+def test_count_mismatch_and_ttft_disagreement_are_reported():
+    after = {crosscheck.TTFT_COUNT: 18, crosscheck.TTFT_SUM: 1.4}  # 8 seen, 50 ms mean
+    check = crosscheck.compare(BEFORE, after, client_requests=10, client_ttft_ms_mean=400.0)
+    assert check.problems[0] == "the frontend counted 8 first tokens, the client 10 requests"
+    assert check.problems[1].startswith("mean TTFT: client 400.0 ms, frontend 50.0 ms")
+
+
+def test_baseline_flags_only_gated_regressions_beyond_the_bound():
+    base = {"output_throughput": 1000.0, "ttft_ms_median": 100.0, "ttft_ms_p99": 200.0, "failed": 0.0}
+    same = baseline.compare(base, base, 5)[0]
+    assert same == []
+    worse = {"output_throughput": 900.0, "ttft_ms_median": 104.0, "ttft_ms_p99": 400.0, "failed": 0.0}
+    regressed, table = baseline.compare(worse, base, 5)
+    assert regressed == ["output_throughput"]  # -10%; median +4% is within 5%; p99 is reported, not gated
+    assert "output_throughput" in table and "+10.0%" in table and "REGRESSION > 5%" in table
+    assert "ttft_ms_p99" in table and "+100.0%" in table
+
+
+def test_baseline_file_errors_are_usage_errors(tmp_path):
+    bad = tmp_path / "perf.json"
+    bad.write_text(json.dumps({"nothing": 1}))
+    with pytest.raises(pytest.UsageError, match=r"not a readable perf\.json"):
+        baseline.load(bad)
+    bad.write_text(json.dumps({"scenarios": [{"name": "a", "figures": {"x": 1.0}}]}))
+    assert baseline.load(bad) == {"a": {"x": 1.0}}
