@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-# Gated by default: the stable central figures. Tails (p99) are reported but too noisy to gate at 5%.
-GATED = ("output_throughput", "request_throughput", "ttft_ms_median", "tpot_ms_median", "itl_ms_median",
-         "e2el_ms_median")
+# Gated: throughput and the central per-token latencies. TTFT medians (queueing-sensitive) and tails (p90, p99)
+# are in the table but swing more than 5% between identical runs, so they inform rather than gate.
+GATED = ("output_throughput", "request_throughput", "tpot_ms_median", "e2el_ms_median")
 
 
 def higher_is_better(metric: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import openai
 import pytest
@@ -11,8 +12,10 @@ import pytest
 from . import deployment as deployment_module
 from .client import ApiClient
 from .deployment import Deployment, DeploymentError
+from .fixture_model import ensure_model_dir
 from .launchers import make_launcher
 from .launchers.allocation import SlurmError
+from .profiles import Profile
 from .report import STARTED_KEY, current_run
 from .settings import Settings
 from .wiring import WiringError
@@ -76,3 +79,28 @@ def _llama4_run_properties(pytestconfig: pytest.Config, record_testsuite_propert
     record_testsuite_property("run_id", run.run_id)
     for name, value in run.settings.as_properties().items():
         record_testsuite_property(name, value)
+
+
+@pytest.fixture(scope="session")
+def profile(pytestconfig: pytest.Config) -> Profile:
+    """The hardware profile whose floors and ceilings the throughput suite gates on."""
+    found = current_run(pytestconfig).profile
+    if found is None:
+        pytest.skip(f"no throughput profile for --engine={current_run(pytestconfig).settings.engine}: pass "
+                    "--profile=NAME (fixtures/profiles/) or --profile-file=PATH")
+    return found
+
+
+@pytest.fixture(scope="session")
+def perf_log(pytestconfig: pytest.Config) -> list[dict]:
+    """Scenario results of this run; written to reports/<run-id>/perf.json at the end."""
+    return current_run(pytestconfig).perf
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(llama4_settings: Settings) -> Path | None:
+    """The served model's tokenizer, when it is on this machine: prompts are then token-exact."""
+    if llama4_settings.model:
+        local = Path(llama4_settings.model)
+        return local if (local / "tokenizer.json").is_file() else None
+    return ensure_model_dir() if llama4_settings.engine == "mocker" else None

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 
 import pytest
 
+from . import profiles, waivers
 from . import settings as settings_module
-from . import waivers
 from .deployment import plan_for
 from .launchers import slurm_preflight
 from .report import RUN_KEY, STARTED_KEY, Run, current_run, new_run_id
+from .summary import write_summary
 
 pytest_plugins = ["pytest_llama4.fixtures"]
 
@@ -43,6 +45,10 @@ def pytest_configure(config: pytest.Config) -> None:
     run_id = getattr(config, "workerinput", {}).get("llama4_run_id") or new_run_id()
     run = Run(settings_module.resolve(config), run_id)
     config.stash[RUN_KEY] = run
+    run.profile = profiles.resolve(run.settings.profile, run.settings.profile_file)
+    if run.profile and run.profile.engines and run.settings.engine not in run.profile.engines:
+        raise pytest.UsageError(f"profile {run.profile.name} sets limits for --engine "
+                                f"{'/'.join(run.profile.engines)}, not {run.settings.engine}: pick another --profile")
     if run.settings.launcher == "slurm":
         run.allocation = slurm_preflight(run.settings, plan_for(run.settings).num_nodes)
     if not hasattr(config, "workerinput") and not config.option.xmlpath:
@@ -74,11 +80,15 @@ def _stop_on_sigterm() -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    run = current_run(config)
-    run.suites = sorted({m.name for item in items for m in item.iter_markers() if m.name in MARKERS})
-    settings = run.settings
+    settings = current_run(config).settings
     if settings.waivers is not None:
         waivers.apply(items, waivers.load(settings.waivers), settings.engine)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The suites that will run (after -m / -k deselection), for the terminal summary."""
+    current_run(session.config).suites = sorted(
+        {m.name for item in session.items for m in item.iter_markers() if m.name in MARKERS})
 
 
 @pytest.hookimpl(wrapper=True)
@@ -90,6 +100,52 @@ def pytest_runtest_call(item: pytest.Item):
     finally:
         if deployment is not None:
             deployment.raise_if_died()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The throughput suite runs once per scenario of the profile that fits this topology."""
+    if "profile_scenario" not in metafunc.fixturenames:
+        return
+    run = current_run(metafunc.config)
+    scenarios = run.profile.scenarios_for(run.settings.topology) if run.profile else []
+    if scenarios:
+        metafunc.parametrize("profile_scenario", scenarios, ids=[s.scenario.name for s in scenarios])
+        return
+    reason = (f"profile {run.profile.name} has no scenario for --topology={run.settings.topology}" if run.profile
+              else f"no throughput profile for --engine={run.settings.engine}: pass --profile or --profile-file")
+    metafunc.parametrize("profile_scenario", [pytest.param(None, marks=pytest.mark.skip(reason=reason))],
+                         ids=["no-scenario"])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Remember each test's outcome (call phase, or a setup that did not pass) for the summary page."""
+    report = yield
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        outcome = report.outcome
+        if hasattr(report, "wasxfail"):
+            outcome = "xfailed" if report.skipped else "xpassed"
+        elif report.when == "setup" and report.failed:
+            outcome = "error"
+        suite = next((m.name for m in item.iter_markers() if m.name in MARKERS), "other")
+        current_run(item.config).outcomes.append(
+            {"nodeid": report.nodeid, "outcome": outcome, "duration": report.duration, "suite": suite})
+    return report
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """perf.json and summary.html, written by the controller once every test has reported."""
+    run = current_run(session.config)
+    if hasattr(session.config, "workerinput") or run.junit_path is None:
+        return
+    perf_path = run.write_perf()
+    if run.deployment is not None or perf_path is not None:
+        perf = json.loads(perf_path.read_text()) if perf_path else None
+        run.summary_path = write_summary(run.run_dir, title=f"pytest-llama4 run {run.run_id}",
+                                         settings=run.settings.as_properties(),
+                                         deployment=run.deployment.describe() if run.deployment else None,
+                                         outcomes=run.outcomes, perf=perf)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

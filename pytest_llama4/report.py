@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ import pytest
 
 from .deployment import Deployment
 from .launchers.allocation import Allocation
+from .profiles import Profile
 from .settings import Settings
 
 
@@ -30,6 +32,22 @@ class Run:
     startup_seconds: float | None = None
     junit_path: Path | None = None
     suites: list[str] = field(default_factory=list)  # suite markers of the collected tests
+    profile: Profile | None = None
+    perf: list[dict] = field(default_factory=list)  # one entry per measured scenario
+    outcomes: list[dict] = field(default_factory=list)  # one entry per test, for the summary page
+    summary_path: Path | None = None
+
+    def write_perf(self) -> Path | None:
+        """reports/<run-id>/perf.json: what --baseline reads next time."""
+        if not self.perf:
+            return None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / "perf.json"
+        path.write_text(json.dumps({
+            "run_id": self.run_id, "settings": self.settings.as_properties(),
+            "deployment": self.deployment.describe() if self.deployment else None,
+            "profile": self.profile.name if self.profile else None, "scenarios": self.perf}, indent=1))
+        return path
 
     @property
     def run_dir(self) -> Path:
@@ -51,7 +69,9 @@ class Run:
         if self.suites:
             lines.append(f"suites: {', '.join(self.suites)}")
         if self.junit_path is not None:
-            lines.append(f"report: {self.run_dir}/ (junit.xml" + (", logs/)" if self.logs_dir.is_dir() else ")"))
+            parts = ["junit.xml"] + [name for name in ("perf.json", "summary.html", "logs/")
+                                     if (self.run_dir / name).exists()]
+            lines.append(f"report: {self.run_dir}/ ({', '.join(parts)})")
         return lines
 
 

@@ -73,7 +73,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--account", "slurm: account for --slurm-alloc"),
     Option("--time", "slurm: time limit for --slurm-alloc", "01:00:00"),
     Option("--http-port", "frontend HTTP port for launched deployments (0 = pick a free one)", "0", kind="int"),
-    Option("--speedup-ratio", "mocker: simulated speed-up over real hardware timing (0 = no delay)", "50",
+    Option("--speedup-ratio", "mocker: simulated speed-up over real hardware timing (0 = no delay)", "5",
            kind="float"),
     Option("--profile", "hardware profile of throughput floors (fixtures/profiles/NAME.yaml; "
            "default for the mocker: cpu-mocker)"),
@@ -113,7 +113,7 @@ class Settings:
     account: str | None = None
     time: str = "01:00:00"
     http_port: int = 0
-    speedup_ratio: float = 50.0
+    speedup_ratio: float = 5.0
     profile: str | None = None
     profile_file: Path | None = None
     baseline: Path | None = None

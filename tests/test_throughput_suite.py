@@ -1,0 +1,71 @@
+"""The throughput suite on the real embedded default: passes at the profile's speed, fails when slower,
+and --baseline gates regressions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from .test_integration import SUITES, assert_nothing_left, check_junit, properties, run_ids, run_pytest
+
+pytestmark = pytest.mark.integration
+
+
+def run_throughput(pytester, reports: Path, *args: str):
+    return run_pytest(pytester, reports, str(SUITES), "-m", "throughput", *args)
+
+
+def perf_of(reports: Path) -> dict:
+    (run_id,) = run_ids(reports)
+    return json.loads((reports / run_id / "perf.json").read_text())
+
+
+@pytest.mark.parametrize("topology", ["agg", "disagg"])
+def test_cpu_mocker_floors_hold_on_the_embedded_default(pytester, tmp_path, topology):
+    reports = tmp_path / "reports"
+    result = run_throughput(pytester, reports, f"--topology={topology}")
+    assert result.ret == 0, result.stdout.str()[-4000:]
+    result.assert_outcomes(passed=2, deselected=36)
+    perf = perf_of(reports)
+    assert perf["profile"] == "cpu-mocker" and [s["name"] for s in perf["scenarios"]] == [
+        "chat-isl256-osl64-c8", "completions-isl512-osl32-rate20"]
+    for scenario in perf["scenarios"]:
+        assert scenario["figures"]["completed"] == scenario["scenario"]["num_prompts"]
+        assert scenario["figures"]["failed"] == 0 and all(row["ok"] for row in scenario["limits"])
+        assert scenario["warnings"] == [], "client and frontend should agree"
+        assert len(scenario["samples"]["ttft_ms"]) == scenario["scenario"]["num_prompts"]
+    (run_id,) = run_ids(reports)
+    props = properties(check_junit(reports / run_id / "junit.xml"))
+    assert float(props["chat-isl256-osl64-c8.output_throughput"]) > 0
+    assert (reports / run_id / "summary.html").stat().st_size > 10_000
+    assert_nothing_left(reports)
+
+
+def test_a_three_times_slower_mocker_misses_the_floors_with_a_table(pytester, tmp_path):
+    result = run_throughput(pytester, tmp_path / "reports", "--speedup-ratio=1.667")
+    result.assert_outcomes(failed=2, deselected=36)
+    out = result.stdout.str()
+    assert "floors or ceilings missed" in out
+    assert "figure                   kind            limit     measured  verdict" in out
+    assert "MISSED" in out
+
+
+def test_baseline_passes_an_unchanged_rerun_and_catches_a_regression(pytester, tmp_path):
+    first = tmp_path / "first"
+    assert run_throughput(pytester, first).ret == 0
+    (run_id,) = run_ids(first)
+    baseline = first / run_id / "perf.json"
+    # 25%: CI runs this beside another xdist worker; on an idle machine reruns differ by 1-3%
+    rerun = run_throughput(pytester, tmp_path / "rerun", f"--baseline={baseline}", "--max-regression=25")
+    assert rerun.ret == 0, rerun.stdout.str()[-4000:]
+
+    perf = json.loads(baseline.read_text())
+    for scenario in perf["scenarios"]:  # an earlier image that was twice as fast
+        scenario["figures"]["output_throughput"] *= 2
+    better = tmp_path / "better.json"
+    better.write_text(json.dumps(perf))
+    result = run_throughput(pytester, tmp_path / "regressed", f"--baseline={better}")
+    result.assert_outcomes(failed=2, deselected=36)
+    result.stdout.fnmatch_lines([f"*regression against {better} in *output_throughput*", "*REGRESSION > 5%*"])
