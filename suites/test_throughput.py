@@ -32,7 +32,7 @@ def test_scenario_meets_the_profile(profile_scenario, profile, deployment, token
     failures = [f"{scenario.name}: floors or ceilings missed\n{limits_table(limits)}"] if not all(
         row["ok"] for row in limits) else []
 
-    warnings = []
+    warnings, cross_check = [], None
     if before is None or after is None:
         warnings.append("no Prometheus /metrics on the frontend: client figures not cross-checked")
     else:
@@ -42,6 +42,7 @@ def test_scenario_meets_the_profile(profile_scenario, profile, deployment, token
             tolerance_ms=profile.cross_check.get("ttft_mean_tolerance_ms", crosscheck.DEFAULT_TOLERANCE_MS),
             tolerance_pct=profile.cross_check.get("ttft_mean_tolerance_pct", crosscheck.DEFAULT_TOLERANCE_PCT))
         warnings += check.problems
+        cross_check = check.as_dict()
         if check.problems and profile.cross_check.get("fail", True):
             failures.append("client and frontend disagree:\n  " + "\n  ".join(check.problems))
 
@@ -55,7 +56,8 @@ def test_scenario_meets_the_profile(profile_scenario, profile, deployment, token
                 failures.append(f"regression against {llama4_settings.baseline} in {', '.join(regressed)}:\n{table}")
 
     perf_log.append({"name": scenario.name, "scenario": scenario_fields(scenario), "figures": figures,
-                     "limits": limits, "samples": samples(result), "warnings": warnings})
+                     "limits": limits, "samples": samples(result), "warnings": warnings,
+                     "cross_check": cross_check})
     for name, value in figures.items():
         record_testsuite_property(f"{scenario.name}.{name}", f"{value:.6g}")
     assert not failures, "\n\n".join(failures)
