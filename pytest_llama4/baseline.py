@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-# Gated: throughput and the central per-token latencies. TTFT medians (queueing-sensitive) and tails (p90, p99)
-# are in the table but swing more than 5% between identical runs, so they inform rather than gate.
-GATED = ("output_throughput", "request_throughput", "tpot_ms_median", "e2el_ms_median")
+# Gated: throughput and the median end-to-end latency. TTFT, TPOT and ITL (sensitive to queueing and to how
+# chunks coalesce) and every tail are in the table, but swung by 10-60% between identical mocker runs here.
+GATED = ("output_throughput", "request_throughput", "e2el_ms_median")
 
 
 def higher_is_better(metric: str) -> bool:

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
+import fcntl
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
-from . import deployment as deployment_module
 from .client import ApiClient
-from .deployment import Deployment, DeploymentError
+from .deployment import Deployment, DeploymentError, plan_for
 from .fixture_model import ensure_model_dir
-from .launchers import make_launcher
-from .launchers.allocation import SlurmError
 from .profiles import Profile
-from .report import STARTED_KEY, current_run
+from .report import Run, current_run
 from .settings import Settings
-from .wiring import WiringError
+from .shared import ask_controller
+from .startup import STARTUP_ERRORS, start_deployment
 
 
 @pytest.fixture(scope="session")
@@ -29,25 +27,27 @@ def llama4_settings(pytestconfig: pytest.Config) -> Settings:
 
 @pytest.fixture(scope="session")
 def deployment(pytestconfig: pytest.Config, record_testsuite_property) -> Iterator[Deployment]:
-    """The deployment under test: launched once per session (or an --endpoint), stopped at the end."""
+    """The deployment under test: launched once per session (or an --endpoint), stopped at the end.
+    Under pytest-xdist the controller launches it once for all workers (pytest_llama4.shared)."""
     run = current_run(pytestconfig)
-    started = time.monotonic()
+    shared = getattr(pytestconfig, "workerinput", {}).get("llama4_shared")
     try:
-        if run.settings.launcher == "endpoint":
-            dep = deployment_module.connect_endpoint(run.settings, run.logs_dir)
-        else:
-            needed = deployment_module.plan_for(run.settings).num_nodes
-            launcher = make_launcher(run.settings, run.run_id, run.allocation, needed)
-            dep = deployment_module.launch(run.settings, run.run_dir, launcher)
-    except (DeploymentError, SlurmError, WiringError) as error:
+        dep = _from_controller(run) if shared else start_deployment(pytestconfig)
+    except STARTUP_ERRORS as error:
         pytest.exit(f"pytest-llama4: {error}", returncode=pytest.ExitCode.TESTS_FAILED)
-    run.deployment = dep
-    run.startup_seconds = time.monotonic() - pytestconfig.stash[STARTED_KEY]
     record_testsuite_property("deployment", dep.describe())
-    record_testsuite_property("deployment_startup_seconds", f"{time.monotonic() - started:.2f}")
     yield dep
-    if not run.settings.keep_deployment:
+    if not shared and not run.settings.keep_deployment:
         dep.stop()
+
+
+def _from_controller(run: Run) -> Deployment:
+    """The controller's deployment as a worker sees it: its address only; the controller watches and stops it."""
+    answer = ask_controller(run.run_dir, run.settings.startup_timeout + 60)
+    if "error" in answer:
+        raise DeploymentError(answer["error"])
+    return Deployment(run.settings, plan_for(run.settings) if answer["launched"] else None,
+                      answer["base_url"], run.logs_dir)
 
 
 @pytest.fixture(scope="session")
@@ -92,9 +92,9 @@ def profile(pytestconfig: pytest.Config) -> Profile:
 
 
 @pytest.fixture(scope="session")
-def perf_log(pytestconfig: pytest.Config) -> list[dict]:
-    """Scenario results of this run; written to reports/<run-id>/perf.json at the end."""
-    return current_run(pytestconfig).perf
+def perf_log(pytestconfig: pytest.Config) -> Callable[[dict], None]:
+    """Record one scenario's results; all of them are written to reports/<run-id>/perf.json at the end."""
+    return current_run(pytestconfig).record_perf
 
 
 @pytest.fixture(scope="session")
@@ -104,3 +104,21 @@ def tokenizer_dir(llama4_settings: Settings) -> Path | None:
         local = Path(llama4_settings.model)
         return local if (local / "tokenizer.json").is_file() else None
     return ensure_model_dir() if llama4_settings.engine == "mocker" else None
+
+
+EXCLUSIVE_MARKERS = ("throughput", "memory", "exclusive")
+
+
+@pytest.fixture(autouse=True)
+def _llama4_run_lock(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A readers-writer lock across every process of the run (xdist workers share the run directory):
+    measuring and disruptive tests hold it exclusively, so they never overlap another test; the rest share it."""
+    exclusive = any(request.node.get_closest_marker(name) for name in EXCLUSIVE_MARKERS)
+    run_dir = current_run(request.config).run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / ".run.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -60,7 +60,7 @@ from urllib.parse import urlsplit
 
 ARRIVALS = ("poisson", "constant")
 ENDPOINTS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
-# One process handles this many concurrent streams before another is added: see benchmarks/README.md.
+# One process handles this many concurrent streams before another is added: see default_processes.
 STREAMS_PER_PROCESS = 128
 WORKER_START_TIMEOUT = 60.0
 
@@ -432,8 +432,10 @@ class _Connection(asyncio.Protocol):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if _QUICKACK is not None:
-                self.sock = sock
+            if _QUICKACK is not None and transport.get_extra_info("sslcontext") is None:
+                # A plain socket object on the transport's descriptor (detached, never closed, when the
+                # connection goes): setsockopt through uvloop's PseudoSocket costs 4 us a call, this 1 us.
+                self.sock = socket.socket(fileno=sock.fileno())
                 self.quickack()
 
     def quickack(self) -> None:
@@ -441,6 +443,7 @@ class _Connection(asyncio.Protocol):
             try:
                 self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
             except OSError:
+                self.sock.detach()
                 self.sock = None
 
     def data_received(self, data: bytes) -> None:
@@ -457,6 +460,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.sock is not None:
+            self.sock.detach()  # the descriptor is the transport's: our object must not close it
+            self.sock = None
         exchange = self.exchange
         if exchange is not None and exchange.state != _FINISHED:
             if exchange.state == _UNTIL_CLOSE:
@@ -467,6 +473,9 @@ class _Connection(asyncio.Protocol):
                               f"after {exchange.nbytes} bytes")
 
     def close(self) -> None:
+        if self.sock is not None:
+            self.sock.detach()
+            self.sock = None
         if self.transport is not None and not self.closed:
             self.transport.close()
 
@@ -713,11 +722,17 @@ def _pack(records: dict[int, RequestRecord]) -> list[tuple]:
 
 
 def default_processes(scenario: Scenario) -> int:
-    """Worker processes for a scenario: one per STREAMS_PER_PROCESS concurrent streams, at most one per CPU.
-    The open loop's in-flight count is not known in advance: it runs in one process unless told otherwise."""
+    """Worker processes for a scenario: one per STREAMS_PER_PROCESS concurrent streams, using at most half the
+    CPUs (the other half is left to whatever shares the machine, a co-located server included). The open loop's
+    in-flight count is not known in advance: it runs in one process unless told otherwise.
+
+    Why 128 (benchmarks/README.md): one process spends about 13-16 us of CPU per chunk at high concurrency
+    (25-40 us at 16 streams, where every chunk is its own event-loop wake-up), so it would saturate a core near
+    65k chunks/s; kept under half a core (beyond that, queueing in the loop delays the timestamps) it reads
+    about 30k chunks/s, i.e. 128 streams decoding 235 tokens/s each at one token per chunk."""
     if scenario.concurrency is None:
         return 1
-    return max(1, min(os.cpu_count() or 1, scenario.concurrency // STREAMS_PER_PROCESS))
+    return max(1, min((os.cpu_count() or 2) // 2, scenario.concurrency // STREAMS_PER_PROCESS))
 
 
 def _split(scenario: Scenario, indexed: list[tuple[int, bytes, float | None]], processes: int,

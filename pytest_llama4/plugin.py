@@ -13,6 +13,8 @@ from . import settings as settings_module
 from .deployment import plan_for
 from .launchers import slurm_preflight
 from .report import RUN_KEY, STARTED_KEY, Run, current_run, new_run_id
+from .shared import SharedDeploymentHost
+from .startup import start_deployment
 from .summary import write_summary
 
 pytest_plugins = ["pytest_llama4.fixtures"]
@@ -28,6 +30,7 @@ MARKERS = {
     "config": "engine config checks",
     "slow": "takes more than a few seconds",
     "gpu": "needs GPU telemetry",
+    "exclusive": "runs alone on the deployment (it may disturb other tests)",
 }
 
 
@@ -54,19 +57,39 @@ def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput") and not config.option.xmlpath:
         run.junit_path = run.run_dir / "junit.xml"
         config.option.xmlpath = str(run.junit_path)
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(OutcomeRecorder(run), "llama4-outcomes")
     if config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(XdistHooks(run_id), "llama4-xdist")
+        host = _host_for_workers(config, run)
+        config.pluginmanager.register(XdistHooks(run_id, shared=host is not None), "llama4-xdist")
     _stop_on_sigterm()
 
 
 class XdistHooks:
-    """Every xdist worker writes into the controller's run directory."""
+    """Every xdist worker writes into the controller's run directory and uses the controller's deployment."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, shared: bool) -> None:
         self.run_id = run_id
+        self.shared = shared
 
     def pytest_configure_node(self, node) -> None:
         node.workerinput["llama4_run_id"] = self.run_id
+        node.workerinput["llama4_shared"] = self.shared
+
+
+def _host_for_workers(config: pytest.Config, run: Run) -> SharedDeploymentHost | None:
+    """On the xdist controller (-n N): host the one deployment every worker will use."""
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None) or \
+            config.getoption("dist", "no") == "no":
+        return None
+
+    def start() -> dict:
+        deployment = start_deployment(config)
+        return {"base_url": deployment.base_url, "launched": deployment.plan is not None}
+
+    run.shared_host = SharedDeploymentHost(run.run_dir, start)
+    run.shared_host.open()
+    return run.shared_host
 
 
 def _stop_on_sigterm() -> None:
@@ -117,20 +140,25 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                          ids=["no-scenario"])
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    """Remember each test's outcome (call phase, or a setup that did not pass) for the summary page."""
-    report = yield
-    if report.when == "call" or (report.when == "setup" and not report.passed):
+class OutcomeRecorder:
+    """Each test's outcome for the summary page; on the xdist controller too, where reports arrive from workers."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call" and report.passed:
+            return
+        if report.when == "teardown" and not report.failed:
+            return
         outcome = report.outcome
         if hasattr(report, "wasxfail"):
             outcome = "xfailed" if report.skipped else "xpassed"
-        elif report.when == "setup" and report.failed:
+        elif report.when != "call" and report.failed:
             outcome = "error"
-        suite = next((m.name for m in item.iter_markers() if m.name in MARKERS), "other")
-        current_run(item.config).outcomes.append(
+        suite = next((name for name in MARKERS if name in report.keywords), "other")
+        self.run.outcomes.append(
             {"nodeid": report.nodeid, "outcome": outcome, "duration": report.duration, "suite": suite})
-    return report
 
 
 @pytest.hookimpl(trylast=True)
@@ -151,6 +179,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Last line of defence: whatever path the session took, nothing launched outlives pytest."""
     run = config.stash.get(RUN_KEY, None)
+    if run is not None and run.shared_host is not None:
+        run.shared_host.close()
     if run is not None and run.deployment is not None and not run.settings.keep_deployment:
         run.deployment.stop()
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +16,7 @@ from .deployment import Deployment
 from .launchers.allocation import Allocation
 from .profiles import Profile
 from .settings import Settings
+from .shared import SharedDeploymentHost
 
 
 def new_run_id() -> str:
@@ -33,20 +36,28 @@ class Run:
     junit_path: Path | None = None
     suites: list[str] = field(default_factory=list)  # suite markers of the collected tests
     profile: Profile | None = None
-    perf: list[dict] = field(default_factory=list)  # one entry per measured scenario
     outcomes: list[dict] = field(default_factory=list)  # one entry per test, for the summary page
     summary_path: Path | None = None
+    shared_host: SharedDeploymentHost | None = None  # xdist controller: the deployment it hosts for workers
+
+    def record_perf(self, entry: dict) -> None:
+        """One measured scenario, kept as its own file so every xdist worker can add to the same run."""
+        parts = self.run_dir / ".perf"
+        parts.mkdir(parents=True, exist_ok=True)
+        (parts / f"{time.monotonic_ns()}-{os.getpid()}.json").write_text(json.dumps(entry))
 
     def write_perf(self) -> Path | None:
-        """reports/<run-id>/perf.json: what --baseline reads next time."""
-        if not self.perf:
+        """reports/<run-id>/perf.json (what --baseline reads next time), from every recorded scenario."""
+        parts = sorted((self.run_dir / ".perf").glob("*.json"), key=lambda p: int(p.name.split("-")[0]))
+        if not parts:
             return None
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / "perf.json"
         path.write_text(json.dumps({
             "run_id": self.run_id, "settings": self.settings.as_properties(),
             "deployment": self.deployment.describe() if self.deployment else None,
-            "profile": self.profile.name if self.profile else None, "scenarios": self.perf}, indent=1))
+            "profile": self.profile.name if self.profile else None,
+            "scenarios": [json.loads(p.read_text()) for p in parts]}, indent=1))
+        shutil.rmtree(self.run_dir / ".perf", ignore_errors=True)
         return path
 
     @property

@@ -60,6 +60,7 @@ def test_n_returns_n_choices(api):
     assert indexes == [0, 1], f"n=2 returned choices with indexes {indexes}"
 
 
+@pytest.mark.exclusive  # Dynamo 1.4.2 answers 503 for seconds after it (see waivers.yaml)
 def test_stop_sequence_ends_generation(api):
     try:
         response = api.post("/v1/chat/completions", api.chat_body(LONG_ANSWER, max_tokens=64, stop=["e"]))

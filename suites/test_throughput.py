@@ -55,7 +55,7 @@ def test_scenario_meets_the_profile(profile_scenario, profile, deployment, token
             if regressed:
                 failures.append(f"regression against {llama4_settings.baseline} in {', '.join(regressed)}:\n{table}")
 
-    perf_log.append({"name": scenario.name, "scenario": scenario_fields(scenario), "figures": figures,
+    perf_log({"name": scenario.name, "scenario": scenario_fields(scenario), "figures": figures,
                      "limits": limits, "samples": samples(result), "warnings": warnings,
                      "cross_check": cross_check})
     for name, value in figures.items():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import random
 import socket
 import threading
@@ -174,9 +175,11 @@ def test_requests_carry_the_benchmark_fields():
     assert "ignore_eos" not in chat and "min_tokens" not in chat
 
 
-def test_default_processes_grow_with_concurrency():
-    assert load.default_processes(replace(CLOSED, concurrency=64)) == 1
-    assert load.default_processes(replace(CLOSED, concurrency=10**6)) >= 1
+def test_default_processes_grow_with_concurrency_up_to_half_the_cpus():
+    half = max(1, (os.cpu_count() or 2) // 2)
+    assert load.default_processes(replace(CLOSED, concurrency=127)) == 1
+    assert load.default_processes(replace(CLOSED, concurrency=256)) == min(2, half)
+    assert load.default_processes(replace(CLOSED, concurrency=10**6)) == half
     assert load.default_processes(Scenario("o", 1, 1, 1, request_rate=1e6)) == 1
 
 
