@@ -11,7 +11,7 @@ from pathlib import Path
 
 import requests
 
-from . import readiness
+from . import interrupts, readiness
 from .engines import dynamo_mocker
 from .launchers.base import Launcher, ServiceHandle
 from .logtail import framed
@@ -155,6 +155,7 @@ def _wait_ready(deployment: Deployment) -> None:
 
 
 def _raise_if_died_during_startup(deployment: Deployment) -> None:
+    interrupts.raise_if_received()
     try:
         deployment.raise_if_died()
     except DeploymentError as error:

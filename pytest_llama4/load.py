@@ -12,8 +12,11 @@ Why it keeps up: a minimal HTTP/1.1 client written as an `asyncio.Protocol` (uvl
 keep-alive connections, request bodies serialized before the clock starts, one clock read per socket read, and an
 SSE scan that never JSON-parses a content chunk: it only looks for `"choices":[` (empty or not) and `"usage":{`
 in the raw bytes and parses the one usage chunk at the end. When one process is not enough, the load is split
-across worker processes (`spawn`, one event loop each); their records share one clock (`time.monotonic` is
-CLOCK_MONOTONIC, system-wide on Linux). `benchmarks/harness_overhead.py` measures the cost per chunk.
+across worker processes (`python -c` children fed pickles over pipes, one event loop each, so the caller's
+`__main__` is never re-imported); their records share one clock (`time.monotonic` is CLOCK_MONOTONIC,
+system-wide on Linux). `benchmarks/harness_overhead.py` measures the cost per chunk (11-30 us).
+Every read is acknowledged at once (TCP_QUICKACK): otherwise the client's delayed ACKs, against a server that
+leaves Nagle on, add tens of milliseconds of false ITL (see `_Connection`).
 
 What gets recorded (the fields benchmark_serving / `vllm bench serve` derive their figures from):
   - a *chunk* is an SSE event whose `choices` list is non-empty (benchmark_serving's definition: it includes the
@@ -31,9 +34,9 @@ template), a BOS token on `/v1/completions` if the tokenizer adds one. With `tok
 `tokenizer.json`, or the file) prompts are token-exact: random non-special ids are decoded and re-encoded until
 the text encodes to exactly `input_tokens` ids (a BPE merge across a boundary can leave a prompt a token or two
 off after 8 rounds; it is kept). Without one, a prompt is `input_tokens` words drawn from short common English
-words, each one token for the fixture model's word-level tokenizer and usually one token (with its leading space)
-in Llama-family BPE vocabularies, so expect the server's count to be within about 10%. The same seed gives the
-same prompts; warm-up requests use extra prompts drawn after the measured ones.
+words, each exactly one token for the fixture model's word-level tokenizer and, with its leading space, usually
+one token in Llama-family BPE vocabularies (not checked against Llama 4's own tokenizer here: pass it for exact
+counts). The same seed gives the same prompts; warm-up requests use extra prompts drawn after the measured ones.
 """
 
 from __future__ import annotations
@@ -148,7 +151,11 @@ def make_prompts(scenario: Scenario, tokenizer_path: Path | None = None, count: 
 
 
 def _token_exact_prompts(path: Path, length: int, count: int, rng: random.Random) -> list[str]:
-    from tokenizers import Tokenizer  # installed with ai-dynamo (transformers); only needed for exact prompts
+    try:
+        from tokenizers import Tokenizer  # installed with ai-dynamo (transformers); only needed here
+    except ImportError as error:
+        raise ImportError("token-exact prompts need the `tokenizers` package (`pip install tokenizers`, or the "
+                          "`local` extra); without tokenizer_path prompts are made of words") from error
 
     tokenizer = Tokenizer.from_file(str(path / "tokenizer.json" if path.is_dir() else path))
     added = set(tokenizer.get_added_tokens_decoder())
@@ -207,7 +214,7 @@ class _Target:
 
     @property
     def host_header(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     @classmethod
     def parse(cls, base_url: str) -> _Target:
@@ -726,8 +733,8 @@ def default_processes(scenario: Scenario) -> int:
     CPUs (the other half is left to whatever shares the machine, a co-located server included). The open loop's
     in-flight count is not known in advance: it runs in one process unless told otherwise.
 
-    Why 128 (benchmarks/README.md): one process spends about 13-16 us of CPU per chunk at high concurrency
-    (25-40 us at 16 streams, where every chunk is its own event-loop wake-up), so it would saturate a core near
+    Why 128 (benchmarks/README.md): one process spends 11-16 us of CPU per chunk at high concurrency (about
+    30 us at 16 streams, where every chunk is its own event-loop wake-up), so it would saturate a core near
     65k chunks/s; kept under half a core (beyond that, queueing in the loop delays the timestamps) it reads
     about 30k chunks/s, i.e. 128 streams decoding 235 tokens/s each at one token per chunk."""
     if scenario.concurrency is None:
@@ -818,7 +825,7 @@ def run_load(base_url: str, model: str, scenario: Scenario, *, tokenizer_path: P
     offsets: list[float | None] = (
         _arrivals(scenario) if scenario.request_rate is not None else [None] * scenario.num_prompts)
     indexed = [(i, r, o) for i, (r, o) in enumerate(zip(measured, offsets, strict=True))]
-    processes = max(1, processes or default_processes(scenario))
+    processes = max(1, min(processes or default_processes(scenario), scenario.concurrency or scenario.num_prompts))
     jobs = _split(scenario, indexed, processes, base_url, timeout)
     _warm_up(base_url, warmup, timeout)
     if len(jobs) == 1:

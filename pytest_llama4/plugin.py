@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import signal
 import time
 
 import pytest
 
-from . import profiles, waivers
+from . import interrupts, profiles, waivers
 from . import settings as settings_module
 from .deployment import plan_for
 from .launchers import slurm_preflight
@@ -62,7 +61,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("xdist"):
         host = _host_for_workers(config, run)
         config.pluginmanager.register(XdistHooks(run_id, shared=host is not None), "llama4-xdist")
-    _stop_on_sigterm()
+    interrupts.install()
 
 
 class XdistHooks:
@@ -92,16 +91,6 @@ def _host_for_workers(config: pytest.Config, run: Run) -> SharedDeploymentHost |
     return run.shared_host
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM (a CI timeout, `scancel`) takes the same teardown path as Ctrl-C instead of killing pytest cold."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"received signal {signum}")
-
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, interrupt)
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     settings = current_run(config).settings
     if settings.waivers is not None:
@@ -114,9 +103,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         {m.name for item in session.items for m in item.iter_markers() if m.name in MARKERS})
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    interrupts.raise_if_received()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
     """A deployment service that died during a test fails that test, with the service's log tail."""
+    interrupts.raise_if_received()
     deployment = current_run(item.config).deployment
     try:
         return (yield)
@@ -179,10 +174,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Last line of defence: whatever path the session took, nothing launched outlives pytest."""
     run = config.stash.get(RUN_KEY, None)
-    if run is not None and run.shared_host is not None:
-        run.shared_host.close()
-    if run is not None and run.deployment is not None and not run.settings.keep_deployment:
+    if run is None:
+        return
+    if run.deployment is not None and not run.settings.keep_deployment:
         run.deployment.stop()
+    if run.shared_host is not None and not run.settings.keep_deployment:
+        run.shared_host.close()
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:

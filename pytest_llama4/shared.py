@@ -35,8 +35,9 @@ class SharedDeploymentHost:
         while not self.stopping.is_set():
             if (self.run_dir / REQUEST).exists():
                 self._answer()
-                return
+                break
             time.sleep(0.05)
+        self.stopping.wait()  # the services die with the thread that started them (die_with_parent)
 
     def _answer(self) -> None:
         try:
@@ -48,7 +49,7 @@ class SharedDeploymentHost:
         staging.rename(self.run_dir / ANSWER)
 
     def close(self) -> None:
-        """Stop watching; waits for a start in progress, so the caller can then stop what it started."""
+        """Stop watching, once the deployment it started has been stopped (its services die with this thread)."""
         self.stopping.set()
         if self.thread.is_alive():
             self.thread.join()

@@ -125,12 +125,12 @@ MISSED: dict[str, str] = {
 
 def detection_table() -> str:
     """fault -> the tests that catch it and why, or MISSED and why not."""
-    lines = [f"{'fault':<28} {'caught by':<64} failure message contains"]
+    lines = [f"{'fault':<28} {'caught by':<68} failure message contains"]
     for fault, (_, expected) in CAUGHT.items():
         for i, (test, message) in enumerate(expected.items()):
-            lines.append(f"{fault if i == 0 else '':<28} {test:<64} {message}")
+            lines.append(f"{fault if i == 0 else '':<28} {test:<68} {message}")
     for fault, reason in MISSED.items():
-        lines.append(f"{fault:<28} {'MISSED':<64} {reason}")
+        lines.append(f"{fault:<28} {'MISSED':<68} {reason}")
     return "\n".join(lines)
 
 
@@ -178,7 +178,8 @@ def test_healthy_server_passes_every_suite(pytester, tmp_path):
     out = result.stdout.str()
     assert result.ret == pytest.ExitCode.OK, out[-3000:]
     outcomes = result.parseoutcomes()
-    assert outcomes.get("passed", 0) >= 30 and set(outcomes) <= {"passed", "deselected"}, outcomes
+    assert outcomes.get("passed", 0) >= 30, outcomes
+    assert not {"failed", "errors", "skipped", "xfailed", "xpassed"} & set(outcomes), outcomes
     cases = suite.findall("testcase")
     assert [c.get("name") for c in cases if len(c)] == [], "tests failed, errored or skipped on the healthy target"
     for module in ("test_schema", "test_streaming", "test_errors"):
@@ -204,5 +205,5 @@ def test_suites_catch_the_fault(pytester, tmp_path, fault):
 @pytest.mark.parametrize("fault", [pytest.param(fault, marks=pytest.mark.xfail(strict=True, reason=reason))
                                    for fault, reason in MISSED.items()])
 def test_suites_miss_the_fault(pytester, tmp_path, fault):
-    result, _ = run_suites(pytester, tmp_path, fault, ALL_SUITES)
+    result, _ = run_suites(pytester, tmp_path, fault, (STREAMING,))  # these faults touch streamed answers only
     assert result.ret == pytest.ExitCode.TESTS_FAILED, f"no suite test notices fault {fault!r} ({FAULTS[fault]})"

@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -288,6 +287,27 @@ def test_connections_are_kept_alive_and_a_dropped_idle_one_is_replaced(serve):
     assert all(r.ok for r in one(kept.url, scenario).records) and kept.connections == 1
 
 
+def test_warmup_requests_are_sent_first_but_not_recorded(serve):
+    server = serve(lambda n: (chunked(chat_stream()), False))
+    scenario = replace(CLOSED, num_prompts=3, warmup=2)
+    result = run_load(server.url, "m", scenario, timeout=5)
+    assert len(result.records) == 3 and len(server.requests) == 5
+    sent = [json.loads(r)["messages"][0]["content"] for r in server.requests]
+    prompts = make_prompts(scenario)
+    assert sent[:2] == prompts[3:] and sorted(sent[2:]) == sorted(prompts[:3])
+
+
+def test_processes_split_the_load_and_never_outnumber_the_users(serve):
+    server = serve(lambda n: (chunked(chat_stream()), False))
+    single = run_load(server.url, "m", replace(CLOSED, num_prompts=3, concurrency=1, warmup=0), processes=4)
+    assert single.processes == 1 and all(r.ok for r in single.records)
+    scenario = Scenario("open", input_tokens=4, output_tokens=3, num_prompts=6, request_rate=25,
+                        arrival="constant", warmup=0)
+    split = run_load(server.url, "m", scenario, processes=2, timeout=5)
+    assert split.processes == 2 and [r.ok for r in split.records] == [True] * 6
+    assert [r.start for r in split.records] == pytest.approx([i / 25 for i in range(6)], abs=0.02)
+
+
 # ---------------------------------------------------------------------------------------------- failures, no server
 
 def test_a_dead_port_records_every_request_as_failed_instead_of_raising():
@@ -370,19 +390,3 @@ def test_worker_processes_share_one_clock(stack):
     first_of_each = [result.records[0].start, result.records[8].start]
     assert all(0 <= t < 0.25 for t in first_of_each), first_of_each
     assert min(r.start for r in result.records) >= 0 and max_in_flight(result) == 8
-
-
-@pytest.mark.integration
-def test_warmup_requests_are_sent_but_not_recorded(stack):
-    server_requests = ScriptedServer(lambda n: (chunked(chat_stream()), False))
-    try:
-        result = run_load(server_requests.url, "m", replace(CLOSED, num_prompts=3, warmup=2), timeout=5)
-    finally:
-        server_requests.close()
-    assert len(result.records) == 3 and len(server_requests.requests) == 5
-    warmup_prompts = make_prompts(replace(CLOSED, num_prompts=3, warmup=2))[3:]
-    assert [json.loads(r)["messages"][0]["content"] for r in server_requests.requests[:2]] == warmup_prompts
-
-
-def test_the_package_does_not_need_the_stack_to_import():
-    assert Path(load.__file__).name == "load.py"

@@ -37,9 +37,10 @@ def slurm_preflight(settings: Settings, needed_nodes: int) -> slurm_allocation.A
 def make_launcher(settings: Settings, run_label: str, allocation: slurm_allocation.Allocation | None,
                   needed_nodes: int) -> Launcher:
     if settings.launcher == "local":
-        return LocalLauncher(run_label=run_label)
+        return LocalLauncher(run_label=run_label, tied_to_pytest=not settings.keep_deployment)
     if allocation is None:
         allocation = slurm_allocation.request(needed_nodes, name=f"pytest-llama4-{run_label}",
                                               partition=settings.partition, account=settings.account,
                                               time_limit=settings.time)
-    return SlurmLauncher(allocation, run_label, image=settings.image, mounts=settings.mounts)
+    return SlurmLauncher(allocation, run_label, image=settings.image, mounts=settings.mounts,
+                         tied_to_pytest=not settings.keep_deployment)

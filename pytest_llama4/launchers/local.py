@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -13,6 +14,16 @@ from pathlib import Path
 from ..engines.base import Command
 from ..ports import free_port
 from ..topology import Service
+
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_parent() -> None:
+    """In the child before exec: the kernel SIGKILLs it when the thread that started it dies, so a pytest that is
+    itself SIGKILLed (no teardown possible) leaves no service behind. The starting thread must live as long as
+    the deployment: pytest's main thread, or the xdist controller's host thread, which waits for the stop."""
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @dataclass
@@ -53,6 +64,7 @@ RUN_LABEL_ENV = "PYTEST_LLAMA4_RUN"
 class LocalLauncher:
     run_label: str
     host: str = "127.0.0.1"
+    tied_to_pytest: bool = True  # False for --keep-deployment: the services must outlive pytest
     _ports: set[int] = field(default_factory=set)
 
     def allocate_port(self) -> int:
@@ -72,6 +84,7 @@ class LocalLauncher:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **command.env, RUN_LABEL_ENV: self.run_label},
                 start_new_session=True,  # own process group: Ctrl-C in the terminal reaches pytest only
+                preexec_fn=die_with_parent if self.tied_to_pytest else None,
             )
         return LocalProcess(service, command, log_path, process)
 

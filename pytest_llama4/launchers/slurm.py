@@ -14,7 +14,7 @@ from ..engines.base import Command
 from ..ports import free_port
 from ..topology import Service
 from .allocation import Allocation, SlurmError, slurm
-from .local import RUN_LABEL_ENV
+from .local import RUN_LABEL_ENV, die_with_parent
 
 
 def srun_argv(service: Service, command: Command, allocation: Allocation, *, step_name: str,
@@ -97,6 +97,7 @@ class SlurmLauncher:
     run_label: str
     image: str | None = None
     mounts: str | None = None
+    tied_to_pytest: bool = True  # False for --keep-deployment: the steps must outlive pytest
     _ports: set[int] = field(default_factory=set)
 
     @property
@@ -123,7 +124,8 @@ class SlurmLauncher:
             log.flush()
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                        env={**os.environ, **command.env, RUN_LABEL_ENV: self.run_label},
-                                       start_new_session=True)
+                                       start_new_session=True,
+                                       preexec_fn=die_with_parent if self.tied_to_pytest else None)
         nodes = tuple(self.allocation.nodes[i] for i in service.nodes)
         return SlurmStep(service, command, log_path, process, self.allocation.job_id, step_name, nodes)
 
