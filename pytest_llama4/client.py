@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import requests
 
-REQUEST_TIMEOUT = 60.0
+REQUEST_TIMEOUT = 60.0  # connect and read, for non-streaming requests
+STALL_TIMEOUT = 30.0  # the longest silence a stream may have between two chunks
+
+
+class StreamStalled(AssertionError):
+    """A stream went silent: a hang is a failure with its stall time, not a stall of the whole run."""
 
 
 @dataclass(frozen=True)
@@ -67,8 +73,20 @@ class ApiClient:
     def completion_body(self, prompt: str = "The capital of France is", **fields: Any) -> dict:
         return {"model": self.model, "prompt": prompt, **fields}
 
-    def stream(self, path: str, body: dict) -> SseStream:
-        response = self.session.post(self.base_url + path, json={**body, "stream": True}, timeout=REQUEST_TIMEOUT)
-        payloads, errors = parse_sse(response.text)
+    def stream(self, path: str, body: dict, stall_timeout: float = STALL_TIMEOUT) -> SseStream:
+        """The whole stream; a silence longer than `stall_timeout` between two reads raises StreamStalled."""
+        received: list[bytes] = []
+        started = time.monotonic()
+        try:
+            with self.session.post(self.base_url + path, json={**body, "stream": True}, stream=True,
+                                   timeout=(REQUEST_TIMEOUT, stall_timeout)) as response:
+                for piece in response.iter_content(chunk_size=None):
+                    received.append(piece)
+        except (requests.ConnectionError, requests.Timeout) as error:
+            if not isinstance(error, requests.ReadTimeout) and "Read timed out" not in str(error):
+                raise
+            raise StreamStalled(f"stream stalled: no data for {stall_timeout:g}s, after {len(received)} reads "
+                                f"and {time.monotonic() - started:.1f}s") from None
+        payloads, errors = parse_sse(b"".join(received).decode("utf-8", "replace"))
         return SseStream(response.status_code, response.headers.get("Content-Type", ""), tuple(payloads),
                          tuple(errors))

@@ -11,6 +11,7 @@ from . import interrupts, profiles, waivers
 from . import settings as settings_module
 from .deployment import plan_for
 from .launchers import slurm_preflight
+from .readiness import CONNECTION_ERRORS, answers
 from .report import RUN_KEY, STARTED_KEY, Run, current_run, new_run_id
 from .shared import SharedDeploymentHost
 from .startup import start_deployment
@@ -105,19 +106,28 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Once the deployment stopped answering, the remaining tests that need it fail at once."""
     interrupts.raise_if_received()
+    gone = current_run(item.config).unreachable
+    if gone and "deployment" in getattr(item, "fixturenames", ()):
+        pytest.fail(f"not run against the deployment: it {gone}", pytrace=False)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
-    """A deployment service that died during a test fails that test, with the service's log tail."""
+    """A deployment service that died during a test fails that test, with the service's log tail; a test that
+    lost its connection checks whether the deployment still answers at all."""
     interrupts.raise_if_received()
-    deployment = current_run(item.config).deployment
+    run = current_run(item.config)
     try:
         return (yield)
+    except CONNECTION_ERRORS as error:
+        if run.deployment is not None and not answers(run.deployment.base_url):
+            run.unreachable = f"stopped answering during {item.nodeid} ({type(error).__name__})"
+        raise
     finally:
-        if deployment is not None:
-            deployment.raise_if_died()
+        if run.deployment is not None:
+            run.deployment.raise_if_died()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

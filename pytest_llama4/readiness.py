@@ -11,11 +11,23 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import openai
 import requests
 
 from .topology import Plan
 
 PROBE_TIMEOUT = 5.0
+# What a client raises when the server is gone, through requests or the OpenAI SDK (httpx).
+CONNECTION_ERRORS = (requests.ConnectionError, requests.Timeout, openai.APIConnectionError)
+
+
+def answers(base_url: str, timeout: float = 3.0) -> bool:
+    """Does the deployment answer at all? One quick GET of /v1/models."""
+    try:
+        requests.get(f"{base_url}/v1/models", timeout=timeout)
+    except requests.RequestException:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

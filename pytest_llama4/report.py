@@ -38,6 +38,7 @@ class Run:
     profile: Profile | None = None
     outcomes: list[dict] = field(default_factory=list)  # one entry per test, for the summary page
     summary_path: Path | None = None
+    unreachable: str | None = None  # set once the deployment stops answering: later tests fail fast
     shared_host: SharedDeploymentHost | None = None  # xdist controller: the deployment it hosts for workers
 
     def record_perf(self, entry: dict) -> None:
@@ -77,6 +78,8 @@ class Run:
             if self.settings.keep_deployment and self.deployment.handles:
                 lines.append("kept running (--keep-deployment); to stop it:")
                 lines += [f"  {h.describe()}" for h in self.deployment.handles]
+        if self.unreachable:
+            lines.append(f"the deployment {self.unreachable}; the tests after it failed without waiting for it")
         if self.suites:
             lines.append(f"suites: {', '.join(self.suites)}")
         if self.junit_path is not None:
