@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_integration import SUITES, assert_nothing_left, check_junit, properties, run_ids
+from .test_integration import SUITES, assert_nothing_left, check_junit, processes_of_run, properties, run_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 
@@ -136,4 +136,34 @@ def test_slurm_alloc_requests_and_releases_an_allocation(tmp_path):
     (run_id,) = run_ids(tmp_path)
     left = subprocess.run(["squeue", "-h", "-n", f"pytest-llama4-{run_id}"], capture_output=True, text=True).stdout
     assert left.strip() == "", f"the requested allocation was not released: {left}"
+    assert_nothing_left(tmp_path)
+
+
+def test_sigkilled_pytest_leaves_no_step(tmp_path, allocation):
+    """No teardown code runs: srun dies with pytest (parent-death signal) and SLURM ends the step it ran."""
+    slurm_env = allocation(2)
+    started = tmp_path / "up"
+    (tmp_path / "test_wait.py").write_text(
+        f"import pathlib, time\n\ndef test_wait(deployment):\n"
+        f"    pathlib.Path({str(started)!r}).write_text('up')\n    time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--reports-dir={tmp_path}",
+                             "--launcher=slurm", "test_wait.py"], cwd=tmp_path, env=inner_env(slurm_env),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while not started.exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        assert len(steps_of(slurm_env["SLURM_JOB_ID"])) == 2
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    deadline = time.monotonic() + 60
+    while steps_of(slurm_env["SLURM_JOB_ID"]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert steps_of(slurm_env["SLURM_JOB_ID"]) == [], "steps outlived a SIGKILLed pytest"
+    deadline = time.monotonic() + 30
+    while any(processes_of_run(r) for r in run_ids(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert_nothing_left(tmp_path)

@@ -72,3 +72,19 @@ def test_an_exclusive_test_never_overlaps_another(pytester, tmp_path):
     assert overlapping == [], f"exclusive tests overlapped: {overlapping}"
     assert any(a["start"] < b["end"] and b["start"] < a["end"] for a in shared for b in shared if a is not b), \
         "shared tests should run concurrently (else the check above proves nothing)"
+
+
+def test_throughput_under_four_workers_matches_a_serial_run(pytester, tmp_path):
+    """Measuring tests hold the run lock exclusively, so sharing the deployment with 4 workers costs nothing."""
+    figures = {}
+    for name, extra in (("serial", ()), ("parallel", ("-n", "4"))):
+        reports = tmp_path / name
+        result = run_pytest(pytester, reports, str(SUITES), "-m", "throughput or schema", *extra)
+        assert result.ret == 0, result.stdout.str()[-3000:]
+        (run_id,) = run_ids(reports)
+        perf = json.loads((reports / run_id / "perf.json").read_text())
+        figures[name] = {s["name"]: s["figures"]["output_throughput"] for s in perf["scenarios"]}
+    for scenario, serial in figures["serial"].items():
+        ratio = figures["parallel"][scenario] / serial
+        assert 0.7 < ratio < 1.3, f"{scenario}: {figures['parallel'][scenario]:.0f} tok/s under -n 4 against " \
+                                  f"{serial:.0f} serial (ratio {ratio:.2f})"
