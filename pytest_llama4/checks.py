@@ -57,8 +57,13 @@ def identity(body: Mapping, served_model: str) -> None:
     """`model` echoes the served name, ids are non-empty, `created` is now."""
     assert body["model"] == served_model, f"model {body['model']!r} does not echo the served name {served_model!r}"
     assert isinstance(body["id"], str) and body["id"].strip(), f"empty id: {body['id']!r}"
-    skew = abs(body["created"] - time.time())
-    assert skew < CREATED_TOLERANCE_SECONDS, f"created={body['created']} is {skew:.0f}s away from now"
+    created_now(body["created"])
+
+
+def created_now(created: int) -> None:
+    """`created` is a Unix time in seconds, and it is now."""
+    skew = abs(created - time.time())
+    assert skew < CREATED_TOLERANCE_SECONDS, f"created={created} is {skew:.0f}s away from now"
 
 
 def text_present(text: str | None, completion_tokens: int) -> None:

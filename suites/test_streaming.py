@@ -46,6 +46,8 @@ def test_one_id_and_model_across_chunks(chat_stream, served_model):
     chunks = chat_stream.chunks()
     assert len({c["id"] for c in chunks}) == 1, f"ids vary across chunks: {sorted({c['id'] for c in chunks})}"
     assert {c["model"] for c in chunks} == {served_model}, f"models: {sorted({c['model'] for c in chunks})}"
+    for created in {c["created"] for c in chunks}:
+        checks.created_now(created)
 
 
 def test_role_comes_first(chat_stream):
@@ -95,6 +97,8 @@ def test_completion_stream(api):
     for chunk in chunks:
         checks.matches_schema("completion_chunk", chunk)
     assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]), "streamed completion has no text"
+    reasons = [choice["finish_reason"] for c in chunks for choice in c["choices"] if choice.get("finish_reason")]
+    assert len(reasons) == 1 and reasons[0] in ("stop", "length"), f"finish_reasons in the stream: {reasons}"
 
 
 def test_openai_sdk_consumes_stream(openai_client, served_model):
@@ -103,4 +107,5 @@ def test_openai_sdk_consumes_stream(openai_client, served_model):
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text, "the SDK saw no streamed text"
-    assert chunks[-1].choices[-1].finish_reason in ("stop", "length")
+    reasons = [choice.finish_reason for c in chunks for choice in c.choices if choice.finish_reason]
+    assert reasons in (["stop"], ["length"]), f"finish_reasons the SDK saw: {reasons}"
