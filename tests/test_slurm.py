@@ -70,6 +70,24 @@ def run_inner(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Com
                           timeout=300)
 
 
+def start_held_deployment(tmp_path: Path, slurm_env: dict[str, str], *args: str) -> subprocess.Popen:
+    """An inner pytest whose only test holds the deployment up; returns once every step runs."""
+    started = tmp_path / "up"
+    (tmp_path / "test_wait.py").write_text(
+        f"import pathlib, time\n\ndef test_wait(deployment):\n"
+        f"    pathlib.Path({str(started)!r}).write_text('up')\n    time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--reports-dir={tmp_path}",
+                             "--launcher=slurm", *args, "test_wait.py"], cwd=tmp_path, env=inner_env(slurm_env),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while not started.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the deployment never came up: {proc.stdout.read().decode()[-2000:]}")
+        time.sleep(0.2)
+    return proc
+
+
 @pytest.mark.parametrize(("topology", "discovery"), [("agg", "file"), ("disagg", "file"), ("disagg", "etcd")])
 def test_suites_pass_on_slurm_steps(tmp_path, allocation, topology, discovery):
     slurm_env = allocation(2)
@@ -94,18 +112,8 @@ def test_suites_pass_on_slurm_steps(tmp_path, allocation, topology, discovery):
 
 def test_ctrl_c_cancels_every_step(tmp_path, allocation):
     slurm_env = allocation(2)
-    started = tmp_path / "up"
-    (tmp_path / "test_wait.py").write_text(
-        f"import pathlib, time\n\ndef test_wait(deployment):\n"
-        f"    pathlib.Path({str(started)!r}).write_text('up')\n    time.sleep(120)\n")
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--reports-dir={tmp_path}",
-                             "--launcher=slurm", "--topology=disagg", "test_wait.py"], cwd=tmp_path,
-                            env=inner_env(slurm_env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = start_held_deployment(tmp_path, slurm_env, "--topology=disagg")
     try:
-        deadline = time.monotonic() + 90
-        while not started.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()
-            time.sleep(0.2)
         assert len(steps_of(slurm_env["SLURM_JOB_ID"])) == 3, "frontend, prefill and decode steps should run"
         proc.send_signal(signal.SIGINT)
         out = proc.communicate(timeout=90)[0].decode()
@@ -142,18 +150,8 @@ def test_slurm_alloc_requests_and_releases_an_allocation(tmp_path):
 def test_sigkilled_pytest_leaves_no_step(tmp_path, allocation):
     """No teardown code runs: srun dies with pytest (parent-death signal) and SLURM ends the step it ran."""
     slurm_env = allocation(2)
-    started = tmp_path / "up"
-    (tmp_path / "test_wait.py").write_text(
-        f"import pathlib, time\n\ndef test_wait(deployment):\n"
-        f"    pathlib.Path({str(started)!r}).write_text('up')\n    time.sleep(120)\n")
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--reports-dir={tmp_path}",
-                             "--launcher=slurm", "test_wait.py"], cwd=tmp_path, env=inner_env(slurm_env),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_held_deployment(tmp_path, slurm_env)
     try:
-        deadline = time.monotonic() + 90
-        while not started.exists():
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.2)
         assert len(steps_of(slurm_env["SLURM_JOB_ID"])) == 2
         proc.kill()
         proc.wait(timeout=30)
