@@ -89,6 +89,23 @@ def test_streamed_text_matches_non_streamed_at_temperature_zero(api, llama4_sett
     assert streamed == whole, f"streamed {streamed!r} != non-streamed {whole!r}"
 
 
+@pytest.mark.exclusive  # Dynamo 1.4.2 answers 503 for seconds after it (see waivers.yaml)
+def test_stop_sequence_ends_a_stream(api):
+    body = api.chat_body("Write a detailed essay on the history of GPUs.", max_tokens=64, stop=["e"])
+    try:
+        stream = api.stream("/v1/chat/completions", body)
+    finally:
+        checks.wait_until_serving(lambda: api.post("/v1/chat/completions", api.chat_body(max_tokens=1)))
+    assert stream.status == 200, f"HTTP {stream.status}"
+    chunks = stream.chunks()
+    errors = [c for c in chunks if "error" in c]
+    assert not errors, f"the stream carried an error event: {errors[0]}"
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert "e" not in text, f"stop sequence 'e' in streamed output: {text[:200]!r}"
+    reasons = [choice["finish_reason"] for c in chunks for choice in c["choices"] if choice.get("finish_reason")]
+    assert reasons == ["stop"], f"finish_reasons after a stop sequence: {reasons}"
+
+
 def test_completion_stream(api):
     stream = api.stream("/v1/completions", api.completion_body(max_tokens=MAX_TOKENS))
     assert stream.status == 200 and stream.data and stream.data[-1] == "[DONE]", \
