@@ -11,8 +11,9 @@ from pathlib import Path
 
 import requests
 
-from . import interrupts, readiness
+from . import interrupts, readiness, services
 from .engines import dynamo_mocker
+from .engines.base import Command
 from .launchers.base import Launcher, ServiceHandle
 from .logtail import framed
 from .ports import port_in_use
@@ -107,6 +108,8 @@ def launch(settings: Settings, run_dir: Path, launcher: Launcher) -> Deployment:
         http_port = _frontend_port(settings, launcher)
         deployment.base_url = f"http://{launcher.host}:{http_port}"
         wiring = wire(plan, settings, launcher, http_port, deployment.scratch_dir, run_dir / "engine_configs")
+        services.write(run_dir, [_record(service, command, launcher, logs_dir)
+                                 for service, command in wiring.commands.items()])
         for service, command in wiring.commands.items():
             deployment.handles.append(launcher.start(service, command, logs_dir / f"{service.name}.log"))
             if service in wiring.ports:
@@ -116,6 +119,14 @@ def launch(settings: Settings, run_dir: Path, launcher: Launcher) -> Deployment:
         deployment.stop()
         raise
     return deployment
+
+
+def _record(service: Service, command: Command, launcher: Launcher, logs_dir: Path) -> services.ServiceRecord:
+    system_port = command.env.get("DYN_SYSTEM_PORT")
+    return services.ServiceRecord(
+        service.name, service.role, launcher.node_names(service), launcher.node_address(service),
+        str(logs_dir / f"{service.name}.log"), command.argv, services.redact(command.env),
+        int(system_port) if system_port else None)
 
 
 def _frontend_port(settings: Settings, launcher: Launcher) -> int:

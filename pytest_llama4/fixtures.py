@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import openai
@@ -16,7 +18,7 @@ from .profiles import Profile
 from .report import Run, current_run
 from .settings import Settings
 from .shared import ask_controller
-from .startup import STARTUP_ERRORS, start_deployment
+from .startup import STARTUP_ERRORS, private_deployment, start_deployment
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +50,18 @@ def _from_controller(run: Run) -> Deployment:
         raise DeploymentError(answer["error"])
     return Deployment(run.settings, plan_for(run.settings) if answer["launched"] else None,
                       answer["base_url"], run.logs_dir)
+
+
+@pytest.fixture(scope="session")
+def private_deployments(llama4_settings: Settings, pytestconfig: pytest.Config
+                        ) -> Callable[..., AbstractContextManager[Deployment]]:
+    """`with private_deployments("name", speedup_ratio=1) as dep:` a second deployment of this run's settings
+    with some changed, for checks that must disturb or re-speed one. The mocker only: a cluster engine's second
+    deployment would need GPUs of its own."""
+    if llama4_settings.launcher == "endpoint" or llama4_settings.engine != "mocker":
+        pytest.skip(f"needs a second, private deployment, which only --engine=mocker can launch beside the one under "
+                    f"test (--engine={llama4_settings.engine} --launcher={llama4_settings.launcher})")
+    return functools.partial(private_deployment, pytestconfig)
 
 
 @pytest.fixture(scope="session")

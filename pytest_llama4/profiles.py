@@ -8,6 +8,12 @@ A profile is YAML (`fixtures/profiles/<name>.yaml`, or a user's own file):
     calibration: {...}                  # free-form facts the figures assume (mocker speed-up, image, ...)
     goodput: {ttft_ms: 2000, tpot_ms: 50}        # SLOs for the goodput figure (optional)
     cross_check: {ttft_mean_tolerance_ms: 25, ttft_mean_tolerance_pct: 50, fail: true}
+    memory:                             # the memory suite's limits (optional)
+      host_rss_mib: {frontend: 2048, worker: 4096}   # per service role; "default" for the rest
+      gpu_memory_used_fraction: 0.97                 # peak used/total per GPU during the heaviest scenario
+    speculative:                        # the speculative suite's limits (optional)
+      acceptance_length_floor: 2.75                  # mean accepted tokens per draft step, engine's own metric
+      decode_speedup_tolerance: 0.5                  # mocker: ITL ratio must reach this share of the ratio set
     scenarios:
       - name: isl1024-osl2048-c1024
         topologies: [agg, disagg]       # default: both
@@ -72,6 +78,8 @@ class Profile:
     goodput: dict[str, float] = field(default_factory=dict)
     cross_check: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
+    speculative: dict[str, Any] = field(default_factory=dict)
 
     def scenarios_for(self, topology: str) -> list[ProfileScenario]:
         return [s for s in self.scenarios if topology in s.topologies]
@@ -118,4 +126,5 @@ def _parse(data: dict, path: Path) -> Profile:
         scenarios.append(ProfileScenario(scenario, tuple(entry.get("topologies", ("agg", "disagg"))), limits))
     return Profile(data["name"], path, data.get("description", "").strip(), tuple(data.get("engines", ())),
                    tuple(scenarios), dict(data.get("goodput") or {}), dict(data.get("cross_check") or {}),
-                   dict(data.get("calibration") or {}))
+                   dict(data.get("calibration") or {}), dict(data.get("memory") or {}),
+                   dict(data.get("speculative") or {}))

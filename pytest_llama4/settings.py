@@ -80,6 +80,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("--profile-file", "a profile YAML of your own (wins over --profile)"),
     Option("--baseline", "perf.json of an earlier run: fail on regressions beyond --max-regression"),
     Option("--max-regression", "percent a gated figure may worsen against --baseline", "5", kind="float"),
+    Option("--golden-file", "speculative suite: greedy outputs of the fixed prompt set, recorded by --record-golden",
+           "fixtures/golden/greedy.json"),
+    Option("--record-golden", "speculative suite: (re)write --golden-file from this deployment instead of comparing",
+           False, kind="bool"),
     Option("--reports-dir", "where reports/<run-id>/ is written", "reports"),
     Option("--keep-deployment", "leave a launched deployment running after the session", False, kind="bool"),
     Option("--startup-timeout", "seconds to wait for the deployment to become ready", "120", kind="float"),
@@ -118,6 +122,8 @@ class Settings:
     profile_file: Path | None = None
     baseline: Path | None = None
     max_regression: float = 5.0
+    golden_file: Path = Path("fixtures/golden/greedy.json")
+    record_golden: bool = False
     reports_dir: Path = Path("reports")
     keep_deployment: bool = False
     startup_timeout: float = 120.0
@@ -274,4 +280,5 @@ def validate(values: dict[str, Any], sources: dict[str, str], base: Path) -> Set
     if values["profile"] is None and values["profile_file"] is None and values["engine"] == "mocker":
         values["profile"] = "cpu-mocker"
     values["reports_dir"] = _path_or_none(values["reports_dir"], base)
+    values["golden_file"] = _path_or_none(values["golden_file"], base)
     return Settings(**values)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -26,6 +30,22 @@ def start_deployment(config: pytest.Config) -> Deployment:
     run.deployment = dep
     run.startup_seconds = time.monotonic() - config.stash[STARTED_KEY]
     return dep
+
+
+@contextlib.contextmanager
+def private_deployment(config: pytest.Config, name: str, **overrides: Any) -> Iterator[Deployment]:
+    """A second, short-lived deployment of the run's settings with `overrides` (the mocker at another speed, one
+    whose prefill worker a test kills), launched beside the run's own through the same launcher and always
+    stopped when the block ends. Its report lands in reports/<run-id>/private/<name>/."""
+    run = current_run(config)
+    settings = dataclasses.replace(run.settings, http_port=0, keep_deployment=False, **overrides)
+    needed = deployment_module.plan_for(settings).num_nodes
+    launcher = make_launcher(settings, f"{run.run_id}-{name}", run.allocation, needed)
+    dep = deployment_module.launch(settings, run.run_dir / "private" / name, launcher)
+    try:
+        yield dep
+    finally:
+        dep.stop()
 
 
 STARTUP_ERRORS = (DeploymentError, SlurmError, WiringError)

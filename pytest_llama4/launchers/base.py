@@ -32,5 +32,11 @@ class Launcher(Protocol):
 
     def start(self, service: Service, command: Command, log_path: Path) -> ServiceHandle: ...
 
+    def node_names(self, service: Service) -> tuple[str, ...]:
+        """The hosts the service runs on, as the cluster names them."""
+
+    def node_address(self, service: Service) -> str:
+        """Where other processes reach the service's first node."""
+
     def close(self) -> None:
         """Release what the launcher itself holds (an allocation it requested), after every service stopped."""

@@ -56,8 +56,14 @@ class LocalProcess:
         return f"{self.service.name}: pid {self.pid}, stop with `kill -TERM -- -{self.pid}`, log {self.log_path}"
 
 
-# Every launched process carries its run id in this environment variable, so a leak can be traced to its run.
+# Every launched process carries its run id and service name in these environment variables, so a leak can be
+# traced to its run and a service's processes found on any node (host memory, OOM checks).
 RUN_LABEL_ENV = "PYTEST_LLAMA4_RUN"
+SERVICE_LABEL_ENV = "PYTEST_LLAMA4_SERVICE"
+
+
+def labelled_env(command: Command, run_label: str, service: Service) -> dict[str, str]:
+    return {**os.environ, **command.env, RUN_LABEL_ENV: run_label, SERVICE_LABEL_ENV: service.name}
 
 
 @dataclass
@@ -72,6 +78,12 @@ class LocalLauncher:
         self._ports.add(port)
         return port
 
+    def node_names(self, service: Service) -> tuple[str, ...]:
+        return (self.host,)
+
+    def node_address(self, service: Service) -> str:
+        return self.host
+
     def start(self, service: Service, command: Command, log_path: Path) -> LocalProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
@@ -82,7 +94,7 @@ class LocalLauncher:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **command.env, RUN_LABEL_ENV: self.run_label},
+                env=labelled_env(command, self.run_label, service),
                 start_new_session=True,  # own process group: Ctrl-C in the terminal reaches pytest only
                 preexec_fn=die_with_parent if self.tied_to_pytest else None,
             )

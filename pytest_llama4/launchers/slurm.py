@@ -14,7 +14,7 @@ from ..engines.base import Command
 from ..ports import free_port
 from ..topology import Service
 from .allocation import Allocation, SlurmError, slurm
-from .local import RUN_LABEL_ENV, die_with_parent
+from .local import die_with_parent, labelled_env
 
 
 def srun_argv(service: Service, command: Command, allocation: Allocation, *, step_name: str,
@@ -108,6 +108,9 @@ class SlurmLauncher:
     def node_address(self, service: Service) -> str:
         return self.allocation.address(self.allocation.nodes[service.node])
 
+    def node_names(self, service: Service) -> tuple[str, ...]:
+        return tuple(self.allocation.nodes[i] for i in service.nodes)
+
     def allocate_port(self) -> int:
         """Unique within the deployment, so services on "nodes" that share one host never collide."""
         port = free_port("0.0.0.0", exclude=frozenset(self._ports))
@@ -123,11 +126,11 @@ class SlurmLauncher:
             log.write(f"# {time.strftime('%Y-%m-%dT%H:%M:%S')} {Command(tuple(argv), command.env).shell()}\n".encode())
             log.flush()
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                       env={**os.environ, **command.env, RUN_LABEL_ENV: self.run_label},
+                                       env=labelled_env(command, self.run_label, service),
                                        start_new_session=True,
                                        preexec_fn=die_with_parent if self.tied_to_pytest else None)
-        nodes = tuple(self.allocation.nodes[i] for i in service.nodes)
-        return SlurmStep(service, command, log_path, process, self.allocation.job_id, step_name, nodes)
+        return SlurmStep(service, command, log_path, process, self.allocation.job_id, step_name,
+                         self.node_names(service))
 
     def close(self) -> None:
         """Release an allocation we requested; one we run inside belongs to the user."""

@@ -1,0 +1,75 @@
+"""Speculative decoding as the engine itself reports it: draft and accepted token counters, turned into the mean
+acceptance length; and the mocker's configured decode speed-up, its stand-in for Eagle.
+
+Counter names are TensorRT-LLM's (tensorrt_llm/metrics/collector.py; Dynamo's trtllm worker re-exports every
+`trtllm_` metric on its DYN_SYSTEM_PORT /metrics when iteration stats are on). trtllm-serve's JSON `/metrics`
+carries the same figures per iteration under `specDecodingStats` (drained on read).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+DRAFTED = "trtllm_spec_decode_num_draft_tokens_total"
+ACCEPTED = "trtllm_spec_decode_num_accepted_tokens_total"
+ENABLE_HINT = ("set `enable_iter_perf_stats: true` and `return_perf_metrics: true` in the engine config (the LLM-API "
+               "YAML); Dynamo releases before ai-dynamo/dynamo#12162 set both when dynamo.trtllm is started with "
+               "--publish-kv-events")
+
+
+@dataclass(frozen=True)
+class DraftCounters:
+    drafted: float
+    accepted: float
+
+    def __sub__(self, earlier: DraftCounters) -> DraftCounters:
+        return DraftCounters(self.drafted - earlier.drafted, self.accepted - earlier.accepted)
+
+    def __add__(self, other: DraftCounters) -> DraftCounters:
+        return DraftCounters(self.drafted + other.drafted, self.accepted + other.accepted)
+
+
+def from_prometheus(figures: dict[str, float]) -> DraftCounters | None:
+    """None when the engine publishes no speculative-decoding counters."""
+    if DRAFTED not in figures or ACCEPTED not in figures:
+        return None
+    return DraftCounters(figures[DRAFTED], figures[ACCEPTED])
+
+
+def from_iteration_stats(rows: list[dict]) -> DraftCounters | None:
+    """trtllm-serve's `GET /metrics` rows since the last read; None when no row has speculative stats."""
+    stats = [row["specDecodingStats"] for row in rows if isinstance(row.get("specDecodingStats"), dict)]
+    if not stats:
+        return None
+    return DraftCounters(sum(s.get("numDraftTokens", 0) for s in stats),
+                         sum(s.get("numAcceptedTokens", 0) for s in stats))
+
+
+def acceptance_length(delta: DraftCounters, max_draft_len: int) -> float | None:
+    """Mean tokens produced per decoding step of a drafting request: 1 + accepted drafts per step.
+
+    TensorRT-LLM drafts `max_draft_len` tokens per request and step, so steps = drafted / max_draft_len: the same
+    figure as its per-iteration `acceptanceLength` ((accepted + requests with drafts) / requests with drafts).
+    """
+    if delta.drafted <= 0 or max_draft_len < 1:
+        return None
+    return 1.0 + delta.accepted / (delta.drafted / max_draft_len)
+
+
+def max_draft_len(engine_config: Path | None) -> int | None:
+    """`speculative_config.max_draft_len` of an LLM-API YAML; None when it has no speculative config."""
+    if engine_config is None or not engine_config.is_file():
+        return None
+    config = yaml.safe_load(engine_config.read_text()) or {}
+    value = (config.get("speculative_config") or {}).get("max_draft_len")
+    return int(value) if value else None
+
+
+def mocker_decode_speedup(engine_args_file: Path) -> float:
+    """The mocker's effective decode speed-up: speedup_ratio x decode_speedup_ratio (0 = no simulated delay)."""
+    args = json.loads(engine_args_file.read_text())
+    return float(args.get("speedup_ratio", 1.0)) * float(args.get("decode_speedup_ratio", 1.0))

@@ -1,0 +1,141 @@
+"""Speculative decoding: drafts are accepted at the profile's rate (the engine's own counters), greedy text equals
+the golden file recorded from the same configuration, and, on the mocker, the decode speed-up it models shows up
+in inter-token latency against the same deployment at ratio 1."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from pytest_llama4 import golden, prometheus, services, speculative
+from pytest_llama4.load import Scenario, run_load
+from pytest_llama4.metrics import summarize
+from pytest_llama4.report import current_run
+from pytest_llama4.topology import DECODE, WORKER
+
+pytestmark = pytest.mark.speculative
+
+ACCEPTANCE_REQUESTS = 16
+ACCEPTANCE_CONCURRENCY = 4  # TensorRT-LLM's published acceptance figures are taken at concurrency 4
+# The ITL comparison: a closed loop long enough for a stable median, short enough for a mocker at ratio 1.
+ITL_SCENARIO = Scenario("speculative-itl", input_tokens=128, output_tokens=48, num_prompts=12, concurrency=4)
+
+
+def _greedy(api, prompt: str) -> str:
+    """Greedy decoding without ignore_eos: forced generation past EOS would make drafts (and text) meaningless."""
+    response = api.post("/v1/chat/completions", api.chat_body(prompt, max_tokens=golden.MAX_TOKENS, temperature=0,
+                                                               seed=0))
+    assert response.status_code == 200, f"{prompt!r}: HTTP {response.status_code}: {response.text[:300]}"
+    return response.json()["choices"][0]["message"]["content"] or ""
+
+
+def _drafting_workers(records: list[services.ServiceRecord]) -> list[services.ServiceRecord]:
+    return [r for r in records if r.role in (WORKER, DECODE) and r.metrics_url]
+
+
+def _read_counters(base_url: str, workers: list[services.ServiceRecord]) -> speculative.DraftCounters | None:
+    """Summed over the drafting workers' metrics, or from the endpoint itself when we did not launch it."""
+    if workers:
+        found = [speculative.from_prometheus(prometheus.scrape(w.metrics_url.removesuffix("/metrics")) or {})
+                 for w in workers]
+        return None if None in found else sum(found[1:], found[0])
+    prom = prometheus.parse(requests.get(f"{base_url}/prometheus/metrics", timeout=10).text)
+    if speculative.from_prometheus(prom) is not None:
+        return speculative.from_prometheus(prom)
+    response = requests.get(f"{base_url}/metrics", timeout=10)
+    rows = response.json() if response.text.lstrip().startswith("[") else []
+    return speculative.from_iteration_stats(rows)
+
+
+def _draft_config(settings) -> Path | None:
+    return settings.decode_engine_config if settings.topology == "disagg" else settings.engine_config
+
+
+def test_acceptance_length_meets_the_profile_floor(api, deployment, llama4_settings, profile, pytestconfig,
+                                                   record_testsuite_property):
+    if llama4_settings.engine == "mocker":
+        pytest.skip("the mocker does not draft tokens (engine=mocker): its decode speed-up is checked by "
+                    "test_mocker_decode_speedup_shows_in_itl")
+    floor = profile.speculative.get("acceptance_length_floor")
+    if floor is None:
+        pytest.skip(f"profile {profile.name} sets no speculative.acceptance_length_floor")
+    draft_len = speculative.max_draft_len(_draft_config(llama4_settings))
+    assert draft_len, (f"the engine config {_draft_config(llama4_settings)} has no speculative_config.max_draft_len: "
+                       "this deployment does not decode speculatively")
+    workers = _drafting_workers(services.read(current_run(pytestconfig).run_dir))
+    before = _read_counters(deployment.base_url, workers)
+    with ThreadPoolExecutor(ACCEPTANCE_CONCURRENCY) as pool:
+        list(pool.map(lambda i: _greedy(api, golden.PROMPTS[i % len(golden.PROMPTS)]), range(ACCEPTANCE_REQUESTS)))
+    after = _read_counters(deployment.base_url, workers)
+    assert before is not None and after is not None, (
+        f"no speculative-decoding counters ({speculative.DRAFTED}, {speculative.ACCEPTED}) on "
+        f"{', '.join(w.metrics_url for w in workers) or deployment.base_url}: {speculative.ENABLE_HINT}")
+    delta = after - before if workers else after  # trtllm-serve's JSON stats are drained on read
+    length = speculative.acceptance_length(delta, draft_len)
+    assert length is not None, f"{ACCEPTANCE_REQUESTS} requests drafted no tokens (counters moved by {delta})"
+    record_testsuite_property("speculative.acceptance_length", f"{length:.3f}")
+    assert length >= floor, (f"acceptance length {length:.2f} (max_draft_len {draft_len}: {delta.accepted:g} of "
+                             f"{delta.drafted:g} drafted tokens accepted) is under the floor {floor} of profile "
+                             f"{profile.name}")
+
+
+def test_greedy_outputs_match_the_golden_file(api, llama4_settings):
+    if llama4_settings.engine == "mocker":
+        pytest.skip("the mocker's tokens are random ids whatever the temperature (engine=mocker): greedy text "
+                    "cannot be compared")
+    path = llama4_settings.golden_file
+    with ThreadPoolExecutor(ACCEPTANCE_CONCURRENCY) as pool:
+        outputs = dict(zip(golden.PROMPTS, pool.map(lambda p: _greedy(api, p), golden.PROMPTS), strict=True))
+    if llama4_settings.record_golden:
+        golden.record(path, outputs, {"engine": llama4_settings.engine, "model": llama4_settings.served_model_name,
+                                      "engine_config": str(_draft_config(llama4_settings) or "")})
+        pytest.skip(f"recorded {len(outputs)} greedy outputs in {path}: rerun without --record-golden to compare")
+    if not path.is_file():
+        pytest.skip(f"no golden file {path}: record one from a known-good deployment with --record-golden")
+    recorded = golden.load(path)
+    changed = golden.differences(recorded["outputs"], outputs)
+    assert not changed, (f"{len(changed)} of {len(outputs)} greedy outputs differ from {path} (recorded with "
+                         f"{recorded.get('recorded_with')}):\n  " + "\n  ".join(changed))
+
+
+def _tpot_ms_median(base_url: str, model: str, tokenizer_dir) -> float:
+    """Median over requests of the mean inter-token latency (TPOT): unlike single chunk gaps, it stays above zero
+    when a fast engine's tokens arrive several to a read."""
+    result = run_load(base_url, model, ITL_SCENARIO, tokenizer_path=tokenizer_dir)
+    figures = summarize(result)
+    assert figures["failed"] == 0, f"{figures['failed']:g} of {ITL_SCENARIO.num_prompts} requests failed"
+    assert figures["tpot_ms_median"] > 0, f"no inter-token latency measured at {base_url}: {figures}"
+    return figures["tpot_ms_median"]
+
+
+@pytest.mark.slow
+@pytest.mark.exclusive  # measures latency; a second deployment shares the machine meanwhile
+def test_mocker_decode_speedup_shows_in_itl(deployment, llama4_settings, profile, private_deployments,
+                                            tokenizer_dir, pytestconfig, record_testsuite_property):
+    run_dir = current_run(pytestconfig).run_dir
+    speedup = _configured_speedup(run_dir)
+    if speedup == 0:
+        pytest.skip("--speedup-ratio=0 removes the mocker's simulated delays: there is no decode speed to compare")
+    with private_deployments("ratio-1", speedup_ratio=1.0) as slow:
+        slow_itl = _tpot_ms_median(slow.base_url, slow.served_model, tokenizer_dir)
+        expected = speedup / _configured_speedup(run_dir / "private" / "ratio-1")
+    itl = _tpot_ms_median(deployment.base_url, deployment.served_model, tokenizer_dir)
+    observed = slow_itl / itl
+    tolerance = profile.speculative.get("decode_speedup_tolerance", 0.5)
+    record_testsuite_property("speculative.mocker_itl_speedup", f"{observed:.2f}")
+    assert observed >= tolerance * expected, (
+        f"the mocker runs decode {expected:g}x faster than at ratio 1, but the mean inter-token latency is only "
+        f"{observed:.2f}x "
+        f"shorter ({itl:.2f} ms against {slow_itl:.2f} ms); the profile {profile.name} asks for at least "
+        f"{tolerance:g} of the configured speed-up")
+
+
+def _configured_speedup(run_dir: Path) -> float:
+    """The decode speed-up the run's decoding mocker workers were started with (their resolved engine args)."""
+    configs = sorted((run_dir / "engine_configs").glob("*.json"))
+    decoding = [c for c in configs if c.name.startswith((WORKER, DECODE))]
+    assert decoding, f"no resolved mocker engine args under {run_dir / 'engine_configs'}"
+    return min(speculative.mocker_decode_speedup(c) for c in decoding)

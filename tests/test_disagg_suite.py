@@ -1,0 +1,70 @@
+"""The disagg suite on the real local stack: it passes on a healthy disaggregated deployment, skips on agg saying
+why, and fails, promptly and for the right reason, once the deployment has lost its prefill worker."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+
+import pytest
+
+from tests.test_integration import SUITES, assert_nothing_left, run_ids, run_pytest
+
+pytestmark = pytest.mark.integration
+
+# Kills the run's prefill worker once the deployment is up, found by the labels every launched process carries.
+# Under xdist the test process holds no handle of the deployment (the controller does), so only the suite's own
+# checks can notice: the plugin's watchdog is out of the picture.
+KILL_PREFILL_CONFTEST = textwrap.dedent("""
+    import os, signal
+    from pathlib import Path
+    import pytest
+    from pytest_llama4.report import current_run
+
+    def labelled(run_id, service):
+        wanted = {f"PYTEST_LLAMA4_RUN={run_id}".encode(), f"PYTEST_LLAMA4_SERVICE={service}".encode()}
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and wanted <= set((proc / "environ").read_bytes().split(b"\\0")):
+                    yield int(proc.name)
+            except OSError:
+                continue
+
+    @pytest.fixture(autouse=True, scope="session")
+    def kill_prefill(deployment, pytestconfig):
+        for pid in labelled(current_run(pytestconfig).run_id, "prefill-0"):
+            os.kill(pid, signal.SIGKILL)
+""")
+
+
+def test_disagg_suite_passes_on_the_embedded_default(pytester, tmp_path):
+    reports = tmp_path / "reports"
+    result = run_pytest(pytester, reports, str(SUITES / "test_disagg.py"), "--topology=disagg", "-rA")
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    result.assert_outcomes(passed=3)
+    assert_nothing_left(reports)
+
+
+def test_disagg_suite_skips_an_agg_deployment_and_says_why(pytester, tmp_path):
+    reports = tmp_path / "reports"
+    result = run_pytest(pytester, reports, str(SUITES / "test_disagg.py"), "--topology=agg", "-rs")
+    result.assert_outcomes(skipped=3)
+    result.stdout.fnmatch_lines(["*checks --topology=disagg deployments; this run is agg*"])
+    (run_id,) = run_ids(reports)
+    assert not (reports / run_id / "services.json").exists(), "a skipped suite must not start a deployment"
+
+
+def test_disagg_suite_fails_promptly_when_the_prefill_worker_is_gone(pytester, tmp_path):
+    reports = tmp_path / "reports"
+    pytester.makeconftest(KILL_PREFILL_CONFTEST)
+    (pytester.path / "test_disagg.py").write_text((SUITES / "test_disagg.py").read_text())
+    started = time.monotonic()
+    result = run_pytest(pytester, reports, "test_disagg.py", "--topology=disagg", "-n", "1", "-rA")
+    elapsed = time.monotonic() - started
+    result.assert_outcomes(failed=2, passed=1)
+    output = result.stdout.str()
+    assert "FAILED test_disagg.py::test_every_request_reaches_prefill_and_decode" in output
+    assert "FAILED test_disagg.py::test_prefill_and_decode_counters_move_with_traffic" in output
+    assert "/v1/chat/completions (stream=False) answered HTTP 500" in output, output[-3000:]
+    assert elapsed < 90, f"a deployment without its prefill worker held the suite up for {elapsed:.0f}s"
+    assert_nothing_left(reports)
