@@ -232,8 +232,8 @@ class _Exchange:
     """One request/response on a connection: HTTP/1.1 framing (chunked, Content-Length or until close) and the
     SSE scan. `fut` resolves when the response ends, however it ends."""
 
-    __slots__ = ("body", "chunk_left", "chunk_times", "done", "error", "events", "fut", "keep_alive", "last_event",
-                 "lost", "nbytes", "raw", "sse", "state", "status", "usage")
+    __slots__ = ("body", "chunk_left", "chunk_times", "done", "error", "events", "finished", "fut", "keep_alive",
+                 "last_event", "lost", "nbytes", "raw", "sse", "state", "status", "usage")
 
     def __init__(self, fut: asyncio.Future) -> None:
         self.fut = fut
@@ -250,6 +250,7 @@ class _Exchange:
         self.last_event: float | None = None
         self.usage: bytes | None = None
         self.done = False
+        self.finished = False  # a chunk carried a finish_reason
         self.lost = False  # the server closed the connection before the response ended
         self.error: str | None = None
 
@@ -389,6 +390,8 @@ class _Exchange:
             return
         self.events += 1
         self.last_event = now
+        if not self.finished and (b'"finish_reason":"' in payload or b'"finish_reason": "' in payload):
+            self.finished = True
         index = payload.find(b'"choices":[')
         if index >= 0:
             if payload[index + 11:index + 12] != b"]":
@@ -556,6 +559,8 @@ def _record(exchange: _Exchange, start: float, failed_at: float, t0: float, chat
         error = f"usage chunk without completion_tokens: {exchange.usage[:200]!r}"
     elif error is None and not chunks:
         error = "no chunk with choices"
+    elif error is None and not exchange.finished:
+        error = "stream ended without a finish_reason"
     if error is not None:
         return RequestRecord(start, failed_at, ttft, chunks, prompt_tokens, output_tokens, False, error)
     # benchmark_serving's latency: the last data event on chat (usage chunk included), the last chunk on completions

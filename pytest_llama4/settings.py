@@ -80,6 +80,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("--profile-file", "a profile YAML of your own (wins over --profile)"),
     Option("--baseline", "perf.json of an earlier run: fail on regressions beyond --max-regression"),
     Option("--max-regression", "percent a gated figure may worsen against --baseline", "5", kind="float"),
+    Option("--max-error-rate", "percent of a measuring scenario's requests that may fail or end incomplete "
+           "before its figures are invalid", "0", kind="float"),
     Option("--golden-file", "speculative suite: greedy outputs of the fixed prompt set, recorded by --record-golden",
            "fixtures/golden/greedy.json"),
     Option("--record-golden", "speculative suite: (re)write --golden-file from this deployment instead of comparing",
@@ -122,6 +124,7 @@ class Settings:
     profile_file: Path | None = None
     baseline: Path | None = None
     max_regression: float = 5.0
+    max_error_rate: float = 0.0
     golden_file: Path = Path("fixtures/golden/greedy.json")
     record_golden: bool = False
     reports_dir: Path = Path("reports")
@@ -263,6 +266,9 @@ def validate(values: dict[str, Any], sources: dict[str, str], base: Path) -> Set
             raise pytest.UsageError(f"{sources[name]}: needs at least 1, got {values[name]}")
     if values["startup_timeout"] <= 0:
         raise pytest.UsageError(f"{sources['startup_timeout']}: must be a positive number of seconds")
+    if not 0 <= values["max_error_rate"] <= 100:
+        raise pytest.UsageError(f"{sources['max_error_rate']}: {values['max_error_rate']:g} is not a percentage "
+                                "(0-100)")
     if not 0 <= values["http_port"] <= 65535:
         raise pytest.UsageError(f"{sources['http_port']}: {values['http_port']} is not a TCP port (0-65535)")
     for name in ("engine_config", "prefill_engine_config", "decode_engine_config"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_llama4 import baseline, crosscheck, prometheus
+from pytest_llama4 import baseline, crosscheck, prometheus, validity
 from pytest_llama4.load import run_load
 from pytest_llama4.metrics import samples, summarize
 
@@ -29,8 +29,10 @@ def test_scenario_meets_the_profile(profile_scenario, profile, deployment, token
     after = prometheus.scrape(deployment.base_url, model=deployment.served_model)
     figures = summarize(result, profile.goodput or None)
     limits = [limit.evaluate(figures) for limit in profile_scenario.limits]
-    failures = [f"{scenario.name}: floors or ceilings missed\n{limits_table(limits)}"] if not all(
-        row["ok"] for row in limits) else []
+    invalid = validity.problems(result, llama4_settings.max_error_rate)
+    failures = [f"{scenario.name}: not a valid measurement:\n" + "\n".join(invalid)] if invalid else []
+    if not all(row["ok"] for row in limits):
+        failures.append(f"{scenario.name}: floors or ceilings missed\n{limits_table(limits)}")
 
     warnings, cross_check = [], None
     if before is None or after is None:
@@ -57,7 +59,7 @@ def test_scenario_meets_the_profile(profile_scenario, profile, deployment, token
 
     perf_log({"name": scenario.name, "scenario": scenario_fields(scenario), "figures": figures,
                      "limits": limits, "samples": samples(result), "warnings": warnings,
-                     "cross_check": cross_check})
+                     "cross_check": cross_check, "valid": not invalid})
     for name, value in figures.items():
         record_testsuite_property(f"{scenario.name}.{name}", f"{value:.6g}")
     assert not failures, "\n\n".join(failures)

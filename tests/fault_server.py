@@ -51,6 +51,7 @@ FAULTS: dict[str, str] = {
     "n-ignored": "n > 1 returns one choice",
     "stop-ignored": "stop sequences are ignored",
     "nondeterministic": "temperature=0 output is random",
+    "zero-tokens": "every answer is empty: no text, completion_tokens 0, finish_reason stop",
     # streaming
     "stream-content-type": "streams are sent as text/plain",
     "no-done": "the `data: [DONE]` sentinel never comes",
@@ -199,6 +200,8 @@ def generate(call: Call, index: int, fault: str | None, *, streamed: bool = Fals
     offset = int(hashlib.sha256(call.prompt.encode()).hexdigest()[:8], 16) + 7 * index
     if streamed and fault == "stream-text-mismatch":
         offset += 1
+    if fault == "zero-tokens":
+        return Generation("", 0, "stop")
     if fault == "nondeterministic":
         rng = random.Random()
         words = [rng.choice(VOCABULARY) for _ in range(ANSWER_WORDS)]

@@ -68,6 +68,9 @@ CAUGHT: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "n-ignored": ((SCHEMA,), {"test_n_returns_n_choices": "n=2 returned choices with indexes [0]"}),
     "stop-ignored": ((SCHEMA,), {"test_stop_sequence_ends_generation": "stop sequence 'e' in output"}),
     "nondeterministic": ((SCHEMA,), {"test_greedy_decoding_is_deterministic": "temperature=0 gave different texts"}),
+    "zero-tokens": ((SCHEMA, STREAMING), {
+        "test_chat_completion_reports_length_when_budget_runs_out": "max_tokens=2 produced 0",
+        "test_completion_stream": "streamed completion has no text"}),
     # streaming
     "stream-content-type": ((STREAMING,), {"test_sse_framing": "not text/event-stream"}),
     "no-done": ((STREAMING,), {

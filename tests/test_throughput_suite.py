@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from .fault_server import MODEL, serve
 from .test_integration import SUITES, assert_nothing_left, check_junit, properties, run_ids, run_pytest
 
 pytestmark = pytest.mark.integration
@@ -69,3 +70,38 @@ def test_baseline_passes_an_unchanged_rerun_and_catches_a_regression(pytester, t
     result = run_throughput(pytester, tmp_path / "regressed", f"--baseline={better}")
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines([f"*regression against {better} in *output_throughput*", "*REGRESSION > 5%*"])
+
+
+# A profile any target meets on speed, so that only validity can fail it.
+LENIENT_PROFILE = """
+name: lenient
+engines: [trtllm-serve]
+cross_check: {fail: false}  # the fault server publishes no frontend metrics
+scenarios:
+  - {name: chat-c2, endpoint: chat, input_tokens: 16, output_tokens: 8, concurrency: 2, num_prompts: 6,
+     limits: {e2el_ms_median: {ceiling: 60000}}}
+  - {name: completions-c2, endpoint: completions, input_tokens: 16, output_tokens: 8, concurrency: 2,
+     num_prompts: 6, limits: {e2el_ms_median: {ceiling: 60000}}}
+"""
+
+
+@pytest.mark.parametrize(("fault", "failing", "reason"), [
+    ("zero-tokens", ["chat-c2", "completions-c2"], "6 requests completed with 0 output tokens in all"),
+    ("completion-stream-no-finish", ["completions-c2"],
+     "6 of 6 requests failed or ended incomplete (100.0%, --max-error-rate allows 0%)"),
+])
+def test_a_run_that_generated_nothing_or_lost_requests_is_invalid(pytester, tmp_path, fault, failing, reason):
+    profile = tmp_path / "lenient.yaml"
+    profile.write_text(LENIENT_PROFILE)
+    server = serve(fault)
+    try:
+        result = run_throughput(pytester, tmp_path / "reports", f"--endpoint={server.url}", "--engine=trtllm-serve",
+                                f"--served-model-name={MODEL}", f"--profile-file={profile}", "--startup-timeout=15")
+    finally:
+        server.shutdown()
+        server.server_close()
+    result.assert_outcomes(failed=len(failing), passed=2 - len(failing))
+    for name in failing:
+        result.stdout.fnmatch_lines([f"*{name}: not a valid measurement:*", f"*{reason}*"])
+    if fault == "completion-stream-no-finish":
+        result.stdout.fnmatch_lines(["*6 x stream ended without a finish_reason*"])
