@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from .report import Run, current_run
 from .settings import Settings
 from .shared import ask_controller
 from .startup import STARTUP_ERRORS, private_deployment, start_deployment
+from .telemetry import GpuMonitor, NoGpu, monitor_for_run
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +64,20 @@ def private_deployments(llama4_settings: Settings, pytestconfig: pytest.Config
         pytest.skip(f"needs a second, private deployment, which only --engine=mocker can launch beside the one under "
                     f"test (--engine={llama4_settings.engine} --launcher={llama4_settings.launcher})")
     return functools.partial(private_deployment, pytestconfig)
+
+
+@pytest.fixture
+def gpu_monitor(pytestconfig: pytest.Config, deployment: Deployment) -> Iterator[GpuMonitor]:
+    """Per-GPU memory and utilisation on every node of the deployment during the test (reports/<run-id>/gpu.csv);
+    skips with the exact reason where there is no GPU to sample."""
+    run = current_run(pytestconfig)
+    allocation = run.allocation or getattr(deployment.launcher, "allocation", None)  # --slurm-alloc keeps it there
+    with contextlib.ExitStack() as stack:
+        try:
+            monitor = stack.enter_context(monitor_for_run(run.settings, run.run_dir, allocation))
+        except NoGpu as reason:
+            pytest.skip(str(reason))
+        yield monitor
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,8 @@
 """`summary.html`: one self-contained page per run (test outcomes per suite, perf tables and plots).
 
 The page has no external references (inline CSS, no scripts, plots as base64 PNG), so it can be attached to a
-CI run or mailed as one file. matplotlib is imported only when a page with perf data is written; without it the
-page is still written, with the tables and a note that the plots were left out.
+CI run or mailed as one file. matplotlib is imported only when a page with perf data or GPU telemetry is written;
+without it the page is still written, with the tables and a note that the plots were left out.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import itertools
 import math
 import os
 import re
@@ -17,6 +18,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from .telemetry import CSV_FILE as GPU_CSV_FILE
+from .telemetry import GpuSample, node_peak_used_mib, peak_used_mib, read_csv
 
 SUMMARY_FILE = "summary.html"
 
@@ -29,6 +33,10 @@ _LATENCY_KEY = re.compile(r"^(?P<family>[a-z0-9]+_ms)_(?P<stat>[a-z0-9]+)$")
 _CDF_POINTS = 1000  # a CDF line is drawn through at most this many quantiles
 _DPI = 80
 _FIGSIZE = (6.0, 3.4)  # inches: 480 x 272 px at _DPI
+_GPU_LEGEND_MAX = 16  # more GPU lines than this get no legend: the peak table names them
+_MATPLOTLIB_MISSING = (
+    '<p class="note">Plots left out: matplotlib is not installed (<code>pip install matplotlib</code>).</p>'
+)
 
 
 def write_summary(
@@ -44,7 +52,8 @@ def write_summary(
 
     `outcomes`: one dict per test with `nodeid`, `outcome` (passed|failed|skipped|xfailed|xpassed|error),
     `duration` (seconds) and `suite` (a marker name, or "other"). `perf`: the content of perf.json, or None
-    for a run without measurements (the page then has no perf section).
+    for a run without measurements (the page then has no perf section). GPU telemetry comes from
+    `run_dir/gpu.csv` when the run has one.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -58,6 +67,7 @@ def write_summary(
         perf=perf,
         scenarios=scenarios,
         plots_html=plots_html,
+        gpu_html=_gpu_section(run_dir / GPU_CSV_FILE),
     )
     path = run_dir / SUMMARY_FILE
     tmp = path.with_name(f".{SUMMARY_FILE}.{os.getpid()}.tmp")
@@ -159,6 +169,7 @@ def _page(
     perf: dict | None,
     scenarios: list[dict],
     plots_html: str,
+    gpu_html: str,
 ) -> str:
     failed_tests = [o for o in outcomes if o.get("outcome") in FAILING_OUTCOMES]
     failed_limits = sum(1 for s in scenarios for lim in s.get("limits") or [] if not lim.get("ok", True))
@@ -189,6 +200,7 @@ def _page(
     ]
     if perf is not None:
         parts.append(_perf_section(scenarios, plots_html))
+    parts.append(gpu_html)
     parts.append(_settings_section(settings))
     parts.append("</main></body></html>\n")
     return "\n".join(parts)
@@ -369,34 +381,43 @@ def _scenario_details(s: dict, index: int) -> str:
 # --- plots --------------------------------------------------------------------------------------------------
 
 
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _render(draw: Callable[[Any], str | None], alt: str) -> str:
+    """Draw on a fresh Agg figure (no pyplot, no global backend switch); a PNG <figure> or a note."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=_FIGSIZE, dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    try:
+        skipped = draw(ax)
+    except Exception as exc:  # a bad sample list must not cost the run its page
+        return f'<p class="note">Plot "{_e(alt)}" failed: {_e(type(exc).__name__)}: {_e(exc)}</p>'
+    if skipped:
+        return f'<p class="note">{_e(skipped)}</p>'
+    ax.grid(True, alpha=0.3)
+    buf = io.BytesIO()
+    figure.savefig(buf, format="png", dpi=_DPI)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return (
+        f'<figure><img alt="{_e(alt)}" width="{int(_FIGSIZE[0] * _DPI)}" height="{int(_FIGSIZE[1] * _DPI)}" '
+        f'src="data:image/png;base64,{data}"></figure>'
+    )
+
+
 def _plots_section(scenarios: list[dict]) -> str:
     if not scenarios:
         return ""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        return '<p class="note">Plots left out: matplotlib is not installed (<code>pip install matplotlib</code>).</p>'
-
-    def render(draw: Callable[[Any], str | None], alt: str) -> str:
-        """Draw on a fresh Agg figure (no pyplot, no global backend switch); a PNG <figure> or a note."""
-        figure = Figure(figsize=_FIGSIZE, dpi=_DPI, layout="constrained")
-        FigureCanvasAgg(figure)
-        ax = figure.add_subplot()
-        try:
-            skipped = draw(ax)
-        except Exception as exc:  # a bad sample list must not cost the run its page
-            return f'<p class="note">Plot "{_e(alt)}" failed: {_e(type(exc).__name__)}: {_e(exc)}</p>'
-        if skipped:
-            return f'<p class="note">{_e(skipped)}</p>'
-        ax.grid(True, alpha=0.3)
-        buf = io.BytesIO()
-        figure.savefig(buf, format="png", dpi=_DPI)
-        data = base64.b64encode(buf.getvalue()).decode("ascii")
-        return (
-            f'<figure><img alt="{_e(alt)}" width="{int(_FIGSIZE[0] * _DPI)}" height="{int(_FIGSIZE[1] * _DPI)}" '
-            f'src="data:image/png;base64,{data}"></figure>'
-        )
+    if not _has_matplotlib():
+        return _MATPLOTLIB_MISSING
 
     colors = [f"C{i % 10}" for i in range(len(scenarios))]  # one colour per scenario across every plot
     labels = [_scenario_label(s, i) for i, s in enumerate(scenarios)]
@@ -476,10 +497,10 @@ def _plots_section(scenarios: list[dict]) -> str:
         return None
 
     figures = [
-        render(throughput, "Output throughput vs concurrency"),
-        render(cdf("ttft_ms", "TTFT"), "TTFT CDF"),
-        render(cdf("itl_ms", "ITL"), "ITL CDF"),
-        render(over_time, "End-to-end latency over time"),
+        _render(throughput, "Output throughput vs concurrency"),
+        _render(cdf("ttft_ms", "TTFT"), "TTFT CDF"),
+        _render(cdf("itl_ms", "ITL"), "ITL CDF"),
+        _render(over_time, "End-to-end latency over time"),
     ]
     return '<div class="plots">' + "\n".join(figures) + "</div>"
 
@@ -496,3 +517,96 @@ def _cdf_points(values: Sequence[float]) -> tuple[list[float], list[float]]:
         xs.append(values[i])
         ys.append((i + 1) / n)
     return xs, ys
+
+
+# --- GPU telemetry ------------------------------------------------------------------------------------------
+
+
+def _gpu_section(csv_path: Path) -> str:
+    """Memory used over time per node/GPU and the peaks, from gpu.csv (pytest_llama4.telemetry)."""
+    out = ['<section id="gpu"><h2>GPU</h2>']
+    if not csv_path.is_file():
+        out.append("<p>no GPU telemetry in this run</p></section>")
+        return "\n".join(out)
+    try:
+        samples = read_csv(csv_path)
+    except (ValueError, KeyError, TypeError) as exc:  # a damaged file must not cost the run its page
+        out.append(f'<p class="note">{_e(GPU_CSV_FILE)} is unreadable: {_e(type(exc).__name__)}: {_e(exc)}</p>')
+        return "\n".join([*out, "</section>"])
+    if not samples:
+        out.append(f"<p>{_e(GPU_CSV_FILE)} has no samples.</p></section>")
+        return "\n".join(out)
+    out.append(_render(_gpu_memory_plot(samples), "GPU memory used over time") if _has_matplotlib()
+               else _MATPLOTLIB_MISSING)  # fmt: skip
+    out.append(_gpu_peak_table(samples))
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def _gpu_series(samples: list[GpuSample]) -> dict[tuple[str, int], list[GpuSample]]:
+    series: dict[tuple[str, int], list[GpuSample]] = {}
+    for s in sorted(samples, key=lambda s: s.time):
+        series.setdefault((s.node, s.gpu), []).append(s)
+    return dict(sorted(series.items()))
+
+
+def _gpu_memory_plot(samples: list[GpuSample]) -> Callable[[Any], str | None]:
+    def draw(ax: Any) -> str | None:
+        t0 = min(s.time for s in samples)
+        series = _gpu_series(samples)
+        for (node, gpu), points in series.items():
+            xs, ys = _with_gaps([(s.time - t0, s.memory_used_mib) for s in points])
+            ax.plot(xs, [y / 1024 for y in ys], linewidth=1.2, label=f"{node} GPU {gpu}")
+        totals = [s.memory_total_mib for s in samples if s.memory_total_mib is not None]
+        if totals:
+            ax.axhline(max(totals) / 1024, color="0.4", linestyle="--", linewidth=1, label="memory total")
+        ax.set_xlabel("time (s after the run's first sample)")
+        ax.set_ylabel("memory used (GiB)")
+        ax.set_ylim(bottom=0)
+        ax.set_title("GPU memory used over time")
+        if len(series) <= _GPU_LEGEND_MAX:
+            ax.legend(fontsize=8)  # loc="best": memory lines sit anywhere between 0 and the total
+        return None
+
+    return draw
+
+
+def _with_gaps(points: list[tuple[float, float | None]]) -> tuple[list[float], list[float]]:
+    """Points as x and y lists, broken (NaN) where sampling paused, e.g. between tests: no line across a gap."""
+    steps = sorted(b[0] - a[0] for a, b in itertools.pairwise(points))
+    gap = 5 * steps[len(steps) // 2] if steps else math.inf
+    xs, ys = [points[0][0]], [_nan_for_none(points[0][1])]
+    for (x0, _), (x, y) in itertools.pairwise(points):
+        if x - x0 > gap:
+            xs.append(math.nan)
+            ys.append(math.nan)
+        xs.append(x)
+        ys.append(_nan_for_none(y))
+    return xs, ys
+
+
+def _nan_for_none(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def _gpu_peak_table(samples: list[GpuSample]) -> str:
+    head = _cells(["node", "GPU", "name", "samples", "peak used (GiB)", "total (GiB)", "peak used %",
+                   "peak utilisation %"], "th")  # fmt: skip
+    peaks = peak_used_mib(samples)
+    rows = []
+    for (node, gpu), points in _gpu_series(samples).items():
+        total = max((s.memory_total_mib for s in points if s.memory_total_mib is not None), default=None)
+        peak = peaks.get((node, gpu))
+        utilization = max((s.utilization_pct for s in points if s.utilization_pct is not None), default=None)
+        values = [len(points), _gib(peak), _gib(total),
+                  peak / total * 100 if peak is not None and total else None, utilization]  # fmt: skip
+        rows.append(f"<tr><td>{_e(node)}</td><td>{gpu}</td><td>{_e(points[0].name)}</td>"
+                    + "".join(f'<td class="n">{_num(v)}</td>' for v in values) + "</tr>")  # fmt: skip
+    for node, peak in sorted(node_peak_used_mib(samples).items()):
+        rows.append(f'<tr class="node"><th>{_e(node)}</th><td colspan="3">all GPUs at once</td>'
+                    f'<td class="n">{_num(_gib(peak))}</td><td colspan="3"></td></tr>')  # fmt: skip
+    return f'<table class="gpu-peaks"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _gib(mib: float | None) -> float | None:
+    return None if mib is None else round(mib / 1024, 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
 import random
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pytest_llama4.summary import write_summary
+from pytest_llama4.telemetry import CSV_COLUMNS
 
 PNG_PREFIX = "data:image/png;base64,"
 FAILED_NODEID = "suites/test_streaming.py::test_final_chunk_has_finish_reason[max_tokens=<1>]"
@@ -119,7 +121,7 @@ SETTINGS = {"topology": "agg", "launcher": "local", "endpoint": "http://127.0.0.
 
 def _write(tmp_path: Path, outcomes: list[dict], perf: dict | None) -> tuple[Path, str]:
     path = write_summary(
-        tmp_path / "20261124-210000-abcd",
+        tmp_path / RUN_ID,
         title="pytest-llama4 run 20261124-210000-abcd",
         settings=SETTINGS,
         deployment="agg: frontend + 1 mocker at http://127.0.0.1:8000",
@@ -223,6 +225,7 @@ def test_without_perf(tmp_path: Path, outcomes: list[dict]) -> None:
     assert 'id="perf"' not in page and PNG_PREFIX not in page
     assert html.escape(FAILED_NODEID) in page
     assert _external_refs(page) == []
+    assert "<p>no GPU telemetry in this run</p>" in page
 
 
 def test_all_green_and_empty(tmp_path: Path) -> None:
@@ -248,6 +251,64 @@ def test_without_matplotlib(tmp_path: Path, outcomes: list[dict], perf: dict, mo
     assert PNG_PREFIX not in page
     assert "Plots left out: matplotlib is not installed" in page
     assert 'class="limit fail"' in page and "isl1024-osl256-rate4" in page
+    _write_gpu_csv(tmp_path / RUN_ID)
+    _, page = _write(tmp_path, outcomes, None)
+    assert PNG_PREFIX not in page and "Plots left out: matplotlib is not installed" in page
+    assert len(_rows(page, "gpu-peaks")) == 1 + 4 + 2
+
+
+# --- GPU telemetry ------------------------------------------------------------------------------------------
+
+
+def _write_gpu_csv(run_dir: Path) -> None:
+    """gpu.csv as pytest_llama4.telemetry writes it: 2 nodes x 2 GPUs every 0.5 s, with a pause between tests.
+
+    node1 GPU 0 climbs to 60 GiB in the first test; node2 GPU 1 reports no memory figures ([N/A] on its node).
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rows = [CSV_COLUMNS]
+    for tick in [*range(20), *range(100, 110)]:  # the second test starts 40 s after the first ended
+        at = 1795560000 + tick * 0.5
+        node1 = [min(tick, 12) * 5 * 1024 if tick < 100 else 2048, 1024]
+        rows += [(f"{at:.3f}", "node1", str(gpu), "NVIDIA H100 80GB HBM3", str(used), "81559", "37")
+                 for gpu, used in enumerate(node1)]
+        rows += [(f"{at:.3f}", "node2", "0", "NVIDIA H100 80GB HBM3", "4096", "81559", ""),
+                 (f"{at:.3f}", "node2", "1", "NVIDIA H100 80GB HBM3", "", "", "")]
+    with (run_dir / "gpu.csv").open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+
+
+RUN_ID = "20261124-210000-abcd"
+NO_VALUE = html.unescape("&ndash;")  # how the page shows a figure that is missing
+
+
+def test_gpu_section_plots_memory_and_lists_peaks(tmp_path: Path, outcomes: list[dict]) -> None:
+    import matplotlib.image as mpimg  # a test requirement (dev extra)
+
+    _write_gpu_csv(tmp_path / RUN_ID)
+    _, page = _write(tmp_path, outcomes, None)
+    assert "no GPU telemetry in this run" not in page
+    section = re.search(r'<section id="gpu">.*?</section>', page, re.S).group(0)
+    assert re.findall(r'<img alt="([^"]+)"', section) == ["GPU memory used over time"]
+    (png,) = _pngs(section)
+    image = mpimg.imread(io.BytesIO(png), format="png")
+    assert image.shape[0] > 100 and image.shape[1] > 200 and image.std() > 0.05
+    rows = [_cell_texts(r) for r in _rows(page, "gpu-peaks")]
+    assert rows[0] == ["node", "GPU", "name", "samples", "peak used (GiB)", "total (GiB)", "peak used %",
+                       "peak utilisation %"]
+    assert rows[1] == ["node1", "0", "NVIDIA H100 80GB HBM3", "30", "60", "79.65", "75.33", "37"]
+    assert rows[4] == ["node2", "1", "NVIDIA H100 80GB HBM3", "30", *[NO_VALUE] * 4]
+    # Per node: the most in use at one time over all its GPUs (node1: 60 + 1 GiB).
+    assert rows[5] == ["node1", "all GPUs at once", "61", ""]
+    assert rows[6] == ["node2", "all GPUs at once", "4", ""]
+    assert _external_refs(page) == []
+
+
+def test_gpu_csv_without_samples(tmp_path: Path) -> None:
+    (tmp_path / RUN_ID).mkdir()
+    (tmp_path / RUN_ID / "gpu.csv").write_text(",".join(CSV_COLUMNS) + "\n")
+    _, page = _write(tmp_path, [], None)
+    assert "<p>gpu.csv has no samples.</p>" in page
 
 
 # --- a real browser -----------------------------------------------------------------------------------------
