@@ -111,7 +111,8 @@ def launch(settings: Settings, run_dir: Path, launcher: Launcher) -> Deployment:
         services.write(run_dir, [_record(service, command, launcher, logs_dir)
                                  for service, command in wiring.commands.items()])
         for service, command in wiring.commands.items():
-            deployment.handles.append(launcher.start(service, command, logs_dir / f"{service.name}.log"))
+            with interrupts.deferred():
+                deployment.handles.append(launcher.start(service, command, logs_dir / f"{service.name}.log"))
             if service in wiring.ports:
                 _wait_for_port(deployment, service, launcher.host, wiring.ports[service])
         _wait_ready(deployment)

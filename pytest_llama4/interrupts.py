@@ -7,14 +7,31 @@ safe point: each readiness poll and each test phase. The handler is process-wide
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import Iterator
 
 _received: list[int] = []
+_deferring = 0  # > 0 inside a section a KeyboardInterrupt must not cut in two
 
 
 def _interrupt(signum: int, frame: object) -> None:
     _received.append(signum)
-    raise KeyboardInterrupt(f"received signal {signum}")
+    if not _deferring:
+        raise KeyboardInterrupt(f"received signal {signum}")
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Hold a signal's KeyboardInterrupt until the section ends: between a process being forked and its handle
+    being recorded for teardown, an interrupt would leave the process (and its children) to nobody."""
+    global _deferring
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+    raise_if_received()
 
 
 def install() -> None:
