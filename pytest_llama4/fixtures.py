@@ -12,9 +12,11 @@ from pathlib import Path
 import openai
 import pytest
 
+from . import services
 from .client import ApiClient
 from .deployment import Deployment, DeploymentError, plan_for
 from .fixture_model import ensure_model_dir
+from .host_memory import NO_SERVICES_OF_OURS
 from .profiles import Profile
 from .report import Run, current_run
 from .settings import Settings
@@ -64,6 +66,16 @@ def private_deployments(llama4_settings: Settings, pytestconfig: pytest.Config
         pytest.skip(f"needs a second, private deployment, which only --engine=mocker can launch beside the one under "
                     f"test (--engine={llama4_settings.engine} --launcher={llama4_settings.launcher})")
     return functools.partial(private_deployment, pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def launched_services(pytestconfig: pytest.Config, deployment: Deployment) -> list[services.ServiceRecord]:
+    """What the plugin launched (reports/<run-id>/services.json): each service's role, nodes, log and metrics port.
+    Under pytest-xdist this is how a worker reaches the controller's services."""
+    records = services.read(current_run(pytestconfig).run_dir)
+    if deployment.plan is None or not records:
+        pytest.skip(NO_SERVICES_OF_OURS)
+    return records
 
 
 @pytest.fixture

@@ -5,7 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Dynamo's tracing logger colours its lines
+
+
+def plain(text: str) -> str:
+    """Log text without terminal colour codes."""
+    return _ANSI.sub("", text)
 
 
 def tail(path: Path, lines: int = 25) -> str:
@@ -17,7 +22,7 @@ def tail(path: Path, lines: int = 25) -> str:
             text = f.read().decode("utf-8", "replace")
     except OSError as error:
         return f"(log {path} unreadable: {error})"
-    kept = _ANSI.sub("", text).splitlines()[-lines:]
+    kept = plain(text).splitlines()[-lines:]
     return "\n".join(kept) if kept else "(log is empty)"
 
 

@@ -12,7 +12,6 @@ import requests
 
 from pytest_llama4 import prometheus, services
 from pytest_llama4.client import ApiClient, StreamStalled
-from pytest_llama4.report import current_run
 from pytest_llama4.topology import DECODE, PREFILL
 
 pytestmark = pytest.mark.disagg
@@ -29,15 +28,6 @@ REQUEST_KINDS = [("/v1/chat/completions", False), ("/v1/chat/completions", True)
 def _disagg_only(llama4_settings):
     if llama4_settings.topology != "disagg":
         pytest.skip(f"the disagg suite checks --topology=disagg deployments; this run is {llama4_settings.topology}")
-
-
-@pytest.fixture(scope="module")
-def launched(pytestconfig, deployment) -> list[services.ServiceRecord]:
-    """The run's launched services; an --endpoint deployment's workers are not ours to read."""
-    records = services.read(current_run(pytestconfig).run_dir)
-    if not records:
-        pytest.skip("no worker logs or metrics on launcher=endpoint: the deployment's services are not ours to read")
-    return records
 
 
 def _send(api: ApiClient, path: str, streamed: bool, timeout: float | None = None) -> tuple[int, list[dict]]:
@@ -60,8 +50,8 @@ def _logged_by(records: list[services.ServiceRecord], request_id: str) -> set[st
     return {r.name for r in records if request_id in Path(r.log).read_text(errors="replace")}
 
 
-def test_every_request_reaches_prefill_and_decode(api, launched):
-    workers = [r for r in launched if r.role in (PREFILL, DECODE)]
+def test_every_request_reaches_prefill_and_decode(api, launched_services):
+    workers = [r for r in launched_services if r.role in (PREFILL, DECODE)]
     sent = {}
     for path, streamed in REQUEST_KINDS:
         status, bodies = _send(api, path, streamed)
@@ -95,8 +85,8 @@ def _requests_served(records: list[services.ServiceRecord]) -> dict[str, float]:
 
 
 @pytest.mark.exclusive  # the counters must move by exactly this test's requests
-def test_prefill_and_decode_counters_move_with_traffic(api, launched):
-    workers = [r for r in launched if r.role in (PREFILL, DECODE) and r.system_port]
+def test_prefill_and_decode_counters_move_with_traffic(api, launched_services):
+    workers = [r for r in launched_services if r.role in (PREFILL, DECODE) and r.system_port]
     if not workers:
         pytest.skip("the workers publish no metrics port (DYN_SYSTEM_PORT) in this deployment")
     before = _requests_served(workers)
