@@ -6,6 +6,7 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,10 +17,9 @@ from .engines import dynamo_mocker
 from .engines.base import Command
 from .launchers.base import Launcher, ServiceHandle
 from .logtail import framed
-from .ports import port_in_use
 from .settings import Settings
 from .topology import Plan, Service, make_plan
-from .wiring import wire
+from .wiring import Wiring, wire
 
 STOP_GRACE_SECONDS = 10.0
 
@@ -93,11 +93,17 @@ def connect_endpoint(settings: Settings, logs_dir: Path) -> Deployment:
     return deployment
 
 
-def launch(settings: Settings, run_dir: Path, launcher: Launcher) -> Deployment:
+BeforeStart = Callable[[Settings, Plan, Wiring, Launcher], Settings]
+
+
+def launch(settings: Settings, run_dir: Path, launcher: Launcher, before_start: BeforeStart | None = None
+           ) -> Deployment:
     """Start every planned service, wait for readiness; on any failure stop what started, then raise.
 
     Logs go to `run_dir/logs/<service>.log`, the resolved engine configs to `run_dir/engine_configs/`,
     the discovery store to `run_dir/.scratch/` (the reports directory is usually on a filesystem every node sees).
+    `before_start` (preflight) sees the wiring before anything starts; it raises to stop the launch, or returns the
+    settings to run with (the Dynamo release it found), and the services are wired again for them on the same ports.
     """
     plan = plan_for(settings)
     logs_dir = run_dir / "logs"
@@ -105,9 +111,13 @@ def launch(settings: Settings, run_dir: Path, launcher: Launcher) -> Deployment:
     deployment = Deployment(settings, plan, "", logs_dir, launcher=launcher,
                             scratch_dir=Path(tempfile.mkdtemp(prefix=".scratch-", dir=run_dir)))
     try:
-        http_port = _frontend_port(settings, launcher)
+        http_port = settings.http_port or launcher.allocate_port()  # preflight checks it is free where it binds
         deployment.base_url = f"http://{launcher.host}:{http_port}"
         wiring = wire(plan, settings, launcher, http_port, deployment.scratch_dir, run_dir / "engine_configs")
+        if before_start is not None:
+            settings = deployment.settings = before_start(settings, plan, wiring, launcher)
+            wiring = wire(plan, settings, launcher, http_port, deployment.scratch_dir, run_dir / "engine_configs",
+                          reuse_ports=wiring.taken)
         services.write(run_dir, [_record(service, command, launcher, logs_dir)
                                  for service, command in wiring.commands.items()])
         for service, command in wiring.commands.items():
@@ -128,15 +138,6 @@ def _record(service: Service, command: Command, launcher: Launcher, logs_dir: Pa
         service.name, service.role, launcher.node_names(service), launcher.node_address(service),
         str(logs_dir / f"{service.name}.log"), command.argv, services.redact(command.env),
         int(system_port) if system_port else None)
-
-
-def _frontend_port(settings: Settings, launcher: Launcher) -> int:
-    if not settings.http_port:
-        return launcher.allocate_port()
-    if port_in_use(settings.http_port, launcher.host):
-        raise DeploymentError(f"--http-port={settings.http_port}: the port is already in use on {launcher.host}; "
-                              "stop what holds it (`ss -ltnp`) or pass --http-port=0 to pick a free port")
-    return settings.http_port
 
 
 def _wait_for_port(deployment: Deployment, service: Service, host: str, port: int) -> None:

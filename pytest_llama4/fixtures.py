@@ -12,7 +12,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from . import services
+from . import properties, services
 from .client import ApiClient
 from .deployment import Deployment, DeploymentError, plan_for
 from .fixture_model import ensure_model_dir
@@ -112,6 +112,12 @@ def api(deployment: Deployment) -> ApiClient:
 def openai_client(deployment: Deployment) -> openai.OpenAI:
     """The official OpenAI SDK pointed at the deployment: what users' applications will run."""
     return openai.OpenAI(base_url=f"{deployment.base_url}/v1", api_key="not-used", max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def record_testsuite_property(pytestconfig: pytest.Config) -> Callable[[str, object], None]:
+    """pytest's own, made to work under pytest-xdist: a worker's properties reach the controller's junit.xml."""
+    return functools.partial(properties.record, current_run(pytestconfig).run_dir)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from . import interrupts, profiles, waivers
+from . import dryrun, interrupts, preflight, profiles, properties, provenance, replay, waivers
 from . import settings as settings_module
 from .deployment import plan_for
 from .launchers import slurm_preflight
@@ -52,13 +52,19 @@ def pytest_configure(config: pytest.Config) -> None:
     if run.profile and run.profile.engines and run.settings.engine not in run.profile.engines:
         raise pytest.UsageError(f"profile {run.profile.name} sets limits for --engine "
                                 f"{'/'.join(run.profile.engines)}, not {run.settings.engine}: pick another --profile")
+    preflight.skipped(run.settings)  # an unknown check name is a usage error now, not at launch
+    if run.settings.dry_run:
+        dryrun.exit_with_plan(run)
     if run.settings.launcher == "slurm":
         run.allocation = slurm_preflight(run.settings, plan_for(run.settings).num_nodes)
     if not hasattr(config, "workerinput") and not config.option.xmlpath:
         run.junit_path = run.run_dir / "junit.xml"
         config.option.xmlpath = str(run.junit_path)
+    replay.configure(config, run)
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(OutcomeRecorder(run), "llama4-outcomes")
+        config.pluginmanager.register(properties.JunitMerger(run.run_dir), "llama4-properties")
+        config.pluginmanager.register(provenance.Recorder(run), "llama4-provenance")
     if config.pluginmanager.hasplugin("xdist"):
         host = _host_for_workers(config, run)
         config.pluginmanager.register(XdistHooks(run_id, shared=host is not None), "llama4-xdist")

@@ -40,6 +40,8 @@ class Run:
     summary_path: Path | None = None
     unreachable: str | None = None  # set once the deployment stops answering: later tests fail fast
     shared_host: SharedDeploymentHost | None = None  # xdist controller: the deployment it hosts for workers
+    header: list[str] = field(default_factory=list)  # provenance: what the run ran on, atop the summary
+    notes: list[str] = field(default_factory=list)  # replay: what was replayed and selected
 
     def record_perf(self, entry: dict) -> None:
         """One measured scenario, kept as its own file so every xdist worker can add to the same run."""
@@ -70,7 +72,7 @@ class Run:
         return self.run_dir / "logs"
 
     def summary_lines(self) -> list[str]:
-        lines = []
+        lines = [*self.header, *self.notes]
         if self.deployment is not None:
             lines.append(f"deployment: {self.deployment.describe()}")
             if self.startup_seconds is not None:
@@ -83,7 +85,7 @@ class Run:
         if self.suites:
             lines.append(f"suites: {', '.join(self.suites)}")
         if self.junit_path is not None:
-            parts = ["junit.xml"] + [name for name in ("perf.json", "summary.html", "logs/")
+            parts = ["junit.xml"] + [name for name in ("perf.json", "summary.html", "provenance.json", "logs/")
                                      if (self.run_dir / name).exists()]
             lines.append(f"report: {self.run_dir}/ ({', '.join(parts)})")
         return lines

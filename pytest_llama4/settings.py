@@ -90,6 +90,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("--keep-deployment", "leave a launched deployment running after the session", False, kind="bool"),
     Option("--startup-timeout", "seconds to wait for the deployment to become ready", "120", kind="float"),
     Option("--waivers", "YAML file of known deviations (xfail strict), or 'none'", str(DEFAULT_WAIVERS)),
+    Option("--dry-run", "print every service's full command line, write reports/<run-id>/plan/ (a runnable script "
+           "per service, the resolved engine configs), launch nothing", False, kind="bool"),
+    Option("--nodelist", "slurm --dry-run outside an allocation: the nodes to plan on (node[1-2] or a,b)"),
+    Option("--skip-preflight", "preflight checks to skip before launch, comma-separated, or 'all'"),
+    Option("--replay", "run again with exactly the settings and engine configs of reports/<run-id>"),
+    Option("--replay-failed", "with --replay: run only the tests that failed in that run", False, kind="bool"),
 )
 
 
@@ -131,6 +137,11 @@ class Settings:
     keep_deployment: bool = False
     startup_timeout: float = 120.0
     waivers: Path | None = DEFAULT_WAIVERS
+    dry_run: bool = False
+    nodelist: str | None = None
+    skip_preflight: str | None = None
+    replay: Path | None = None
+    replay_failed: bool = False
 
     def as_properties(self) -> dict[str, str]:
         """Flat name -> text view, for JUnit properties and the terminal header."""
@@ -187,6 +198,10 @@ def resolve(config: pytest.Config, environ: dict[str, str] | None = None) -> Set
         raw, source = _raw_value(config, option, environ)
         values[option.dest] = _parse(option, raw, source)
         sources[option.dest] = source
+    if values["replay"]:
+        from . import replay  # replay builds on this module: imported where needed, not in a cycle
+
+        values, sources = replay.recorded_values(config, values)
     return validate(values, sources, Path(config.invocation_params.dir))
 
 
@@ -203,7 +218,7 @@ def _require_engine_configs(values: dict[str, Any]) -> None:
     missing = [name.upper() for name in needed if not values[name]]
     if missing:
         raise pytest.UsageError(
-            f"--engine=dynamo-trtllm --topology={values['topology']} needs {' and '.join(missing)} (or "
+            f"--engine={values['engine']} --topology={values['topology']} needs {' and '.join(missing)} (or "
             f"--{missing[0].lower().replace('_', '-')}), e.g. /mnt/engine_configs/llama4/eagle/eagle_"
             f"{'agg' if values['topology'] == 'agg' else 'prefill'}.yaml with MOUNTS=\"$PWD/:/mnt\"")
 
@@ -246,13 +261,15 @@ def validate(values: dict[str, Any], sources: dict[str, str], base: Path) -> Set
         raise pytest.UsageError("--launcher=endpoint needs the deployment's URL: add --endpoint=http://HOST:PORT")
     if values["slurm_alloc"] and values["launcher"] != "slurm":
         raise pytest.UsageError("--slurm-alloc requests a SLURM allocation: add --launcher=slurm")
-    if values["launcher"] == "slurm" and values["engine"] == "trtllm-serve":
+    if values["launcher"] == "slurm" and values["engine"] == "trtllm-serve" and not values["dry_run"]:
         raise pytest.UsageError("--engine=trtllm-serve cannot be launched by pytest-llama4 yet: start it with the "
-                                "seed guide's command and pass --endpoint=http://HEAD_NODE:8000 --engine=trtllm-serve")
-    if values["image"] and values["launcher"] == "slurm" and values["discovery"] == "file":
+                                "seed guide's command (--dry-run prints it) and pass --endpoint=http://HEAD_NODE:8000 "
+                                "--engine=trtllm-serve")
+    if values["image"] and values["launcher"] == "slurm" and values["discovery"] == "file" and \
+            values["engine"] != "trtllm-serve":  # trtllm-serve has no discovery
         raise pytest.UsageError("--image with --discovery=file: containers would each need the discovery directory "
                                 "mounted; use --discovery=etcd, the seed guide's etcd + NATS on the head node")
-    if values["engine"] == "dynamo-trtllm" and values["launcher"] == "slurm":
+    if values["engine"] in ("dynamo-trtllm", "trtllm-serve") and values["launcher"] == "slurm":
         _require_engine_configs(values)
     if not re.match(r"^v?\d+\.\d+", str(values["dynamo_version"])):
         raise pytest.UsageError(f"{sources['dynamo_version']}: {values['dynamo_version']!r} is not a Dynamo release; "
@@ -287,4 +304,8 @@ def validate(values: dict[str, Any], sources: dict[str, str], base: Path) -> Set
         values["profile"] = "cpu-mocker"
     values["reports_dir"] = _path_or_none(values["reports_dir"], base)
     values["golden_file"] = _path_or_none(values["golden_file"], base)
+    values["replay"] = _path_or_none(values["replay"], base)
+    if values["replay_failed"] and values["replay"] is None:
+        raise pytest.UsageError("--replay-failed reruns the tests that failed in an earlier run: add "
+                                "--replay=reports/<run-id>")
     return Settings(**values)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,11 +12,11 @@ from typing import Any
 import pytest
 
 from . import deployment as deployment_module
+from . import preflight, provenance
 from .deployment import Deployment, DeploymentError
 from .launchers import make_launcher
 from .launchers.allocation import SlurmError
 from .report import STARTED_KEY, current_run
-from .wiring import WiringError
 
 
 def start_deployment(config: pytest.Config) -> Deployment:
@@ -26,9 +27,13 @@ def start_deployment(config: pytest.Config) -> Deployment:
     else:
         needed = deployment_module.plan_for(run.settings).num_nodes
         launcher = make_launcher(run.settings, run.run_id, run.allocation, needed)
-        dep = deployment_module.launch(run.settings, run.run_dir, launcher)
+        check = functools.partial(preflight.check, run_dir=run.run_dir,
+                                  declared_version=preflight.declared_dynamo_version(config))
+        dep = deployment_module.launch(run.settings, run.run_dir, launcher, before_start=check)
+        run.settings = dep.settings  # with the Dynamo release preflight found, for the report
     run.deployment = dep
     run.startup_seconds = time.monotonic() - config.stash[STARTED_KEY]
+    provenance.probe_environment(config, getattr(dep.launcher, "allocation", None) or run.allocation)
     return dep
 
 
@@ -48,6 +53,6 @@ def private_deployment(config: pytest.Config, name: str, **overrides: Any) -> It
         dep.stop()
 
 
-STARTUP_ERRORS = (DeploymentError, SlurmError, WiringError)
+STARTUP_ERRORS = (DeploymentError, SlurmError, preflight.PreflightError)
 
 

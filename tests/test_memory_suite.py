@@ -23,7 +23,7 @@ from pytest_llama4.settings import PROJECT_ROOT, Settings
 
 from .test_integration import SUITES, assert_nothing_left, check_junit, properties, run_ids, run_pytest
 from .test_slurm import allocation as slurm_allocation  # noqa: F401 (a fixture, under this name here)
-from .test_slurm import inner_env, run_inner, slurm_available, steps_of
+from .test_slurm import inner_env, require_slurm, run_inner, steps_of
 
 MEMORY_SUITE = str(SUITES / "test_memory.py")
 FAST = "--speedup-ratio=20"  # the mocker's simulated timing 4x faster than the default: the suite's checks
@@ -314,8 +314,7 @@ def test_a_host_rss_limit_too_small_fails_with_the_table(pytester, tmp_path):
 @pytest.mark.integration
 @pytest.mark.slurm
 def test_host_rss_is_read_on_each_node_through_srun(tmp_path, request):
-    if reason := slurm_available():
-        (pytest.fail if os.environ.get("CI") else pytest.skip)(reason)
+    require_slurm()
     slurm_env = request.getfixturevalue("slurm_allocation")(2)  # tests/test_slurm.py's, released after
     result = run_inner(tmp_path, inner_env(slurm_env), MEMORY_SUITE, "--topology=disagg", "--discovery=etcd",
                        "-k", "host_rss or survived", FAST)

@@ -27,13 +27,18 @@ def slurm_available() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _require_slurm():
+def require_slurm() -> None:
+    """Skip where no SLURM controller answers; in CI that is a failure, never a silent skip."""
     reason = slurm_available()
     if reason and os.environ.get("CI"):
         pytest.fail(f"SLURM tests must run in CI, but {reason}")
     if reason:
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _require_slurm():
+    require_slurm()
 
 
 @pytest.fixture

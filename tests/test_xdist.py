@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from .test_integration import SUITES, assert_nothing_left, run_ids, run_pytest
+from .test_integration import SUITES, assert_nothing_left, check_junit, properties, run_ids, run_pytest
 
 pytestmark = pytest.mark.integration
 
@@ -88,3 +88,15 @@ def test_throughput_under_four_workers_matches_a_serial_run(pytester, tmp_path):
         ratio = figures["parallel"][scenario] / serial
         assert 0.7 < ratio < 1.3, f"{scenario}: {figures['parallel'][scenario]:.0f} tok/s under -n 4 against " \
                                   f"{serial:.0f} serial (ratio {ratio:.2f})"
+
+
+def test_properties_recorded_in_workers_reach_junit(pytester, tmp_path):
+    """pytest's record_testsuite_property is a no-op in xdist workers; the plugin's reaches the controller's file."""
+    reports = tmp_path / "reports"
+    result = run_pytest(pytester, reports, str(SUITES / "test_config.py"), "-n", "2", "--topology=disagg")
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    (run_id,) = run_ids(reports)
+    props = properties(check_junit(reports / run_id / "junit.xml"))
+    assert props["run_id"] == run_id and props["topology"] == "disagg"
+    assert props["engine_config_keys"], "recorded by the config suite, inside a worker"
+    assert not (reports / run_id / ".properties").exists(), "the per-process property files are merged, then removed"

@@ -1,0 +1,206 @@
+"""--dry-run: every service's command line, printed and written as scripts, golden-tested; nothing launched."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_llama4 import dryrun
+from pytest_llama4 import settings as settings_module
+from pytest_llama4.engines.base import Command
+from pytest_llama4.fixture_model import ensure_model_dir
+from pytest_llama4.launchers.allocation import Allocation, SlurmError
+from pytest_llama4.launchers.slurm import SlurmLauncher
+from pytest_llama4.report import new_run_id
+from pytest_llama4.settings import PROJECT_ROOT
+from pytest_llama4.topology import make_plan
+
+from .test_integration import processes_of_run, run_ids
+from .test_slurm import inner_env, slurm_available
+
+GOLDEN = Path(__file__).parent / "golden" / "dryrun"
+IMAGE = "nvcr.io/nvidia/ai-dynamo/tensorrtllm-runtime:0.4.0"
+EAGLE = "/mnt/engine_configs/llama4/eagle"
+CLUSTER = ["--launcher=slurm", "--nodelist=gb-[01-02]", "--http-port=8000"]  # names SLURM does not know
+CONTAINER = [f"--image={IMAGE}", f"--mounts={PROJECT_ROOT}/:/mnt"]
+CASES = {
+    "slurm-dynamo-trtllm-agg": [*CLUSTER, *CONTAINER, "--engine=dynamo-trtllm", "--discovery=etcd",
+                                "--dynamo-version=1.6.1", f"--engine-config={EAGLE}/eagle_agg.yaml"],
+    "slurm-dynamo-trtllm-disagg": [*CLUSTER, *CONTAINER, "--engine=dynamo-trtllm", "--discovery=etcd",
+                                   "--topology=disagg", "--dynamo-version=1.6.1",
+                                   f"--prefill-engine-config={EAGLE}/eagle_prefill.yaml",
+                                   f"--decode-engine-config={EAGLE}/eagle_decode.yaml"],
+    "slurm-trtllm-serve-agg": [*CLUSTER, *CONTAINER, "--engine=trtllm-serve", "--gpus-per-node=8",
+                               "--engine-config=/mnt/engine_configs/trtllm_serve/extra-llm-api-config.yml"],
+    "slurm-trtllm-serve-disagg": [*CLUSTER, *CONTAINER, "--engine=trtllm-serve", "--topology=disagg",
+                                  f"--prefill-engine-config={EAGLE}/eagle_prefill.yaml",
+                                  f"--decode-engine-config={EAGLE}/eagle_decode.yaml"],
+    "slurm-mocker-agg": [*CLUSTER],
+    "slurm-mocker-disagg": [*CLUSTER, "--topology=disagg", "--discovery=etcd"],
+    "local-mocker-agg": ["--http-port=8000"],
+    "local-mocker-disagg": ["--http-port=8000", "--topology=disagg"],
+}
+PORT = re.compile(r"(?<![\d.-])(2\d{4}|3[0-2]\d{3})(?![\d.])")  # ports.PORT_RANGE, as whole numbers
+
+
+def normalize(text: str, run_id: str, reports: Path) -> str:
+    """Placeholders for what changes between runs: run id, picked ports (numbered in order of appearance), paths."""
+    for value, name in ((sys.executable, "<python>"), (str(ensure_model_dir()), "<fixture-model>"),
+                        (str(reports), "<reports>"), (str(PROJECT_ROOT), "<root>"), (run_id, "<run-id>")):
+        text = text.replace(value, name)
+    ports: dict[str, str] = {}
+    return PORT.sub(lambda m: ports.setdefault(m[1], f"<port-{len(ports) + 1}>"), text)
+
+
+def plan_text(pytester, reports: Path, args: list[str]) -> tuple[str, str]:
+    """The dry run of `args`, resolved as the command line would be (no environment variables)."""
+    config = pytester.parseconfig(*args, f"--reports-dir={reports}", "--dry-run")
+    settings = settings_module.resolve(config, environ={})
+    run_id = new_run_id()
+    return dryrun.write_plan(settings, run_id, reports / run_id / "plan", environ={}), run_id
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / f"{name}.txt"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text + "\n")
+    assert text + "\n" == path.read_text(), f"dry-run output differs from {path} (UPDATE_GOLDEN=1 rewrites it)"
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_dry_run_golden(pytester, tmp_path, name):
+    text, run_id = plan_text(pytester, tmp_path, CASES[name])
+    check_golden(name, normalize(text, run_id, tmp_path))
+    plan_dir = tmp_path / run_id / "plan"
+    printed = dict(re.findall(r"^(\S+) on .*\n  (.*)$", text, re.MULTILINE))
+    assert printed, text
+    for service, line in printed.items():
+        script = plan_dir / f"{service}.sh"
+        assert script.stat().st_mode & stat.S_IXUSR
+        assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+        body = script.read_text().splitlines()
+        assert body[:3] == ["#!/usr/bin/env bash", body[1], "set -euo pipefail"]
+        exports = [line.removeprefix("export ") for line in body if line.startswith("export ")]
+        (command,) = [line.removeprefix("exec ") for line in body if line.startswith("exec ")]
+        assert line == " ".join([*exports, command]), "the script runs what the dry run printed"
+
+
+def test_engine_configs_are_copied_as_each_worker_reads_them(pytester, tmp_path):
+    _, run_id = plan_text(pytester, tmp_path, CASES["slurm-dynamo-trtllm-disagg"])
+    configs = tmp_path / run_id / "plan" / "engine_configs"
+    assert sorted(p.name for p in configs.iterdir()) == ["decode-0.yaml", "prefill-0.yaml"]
+    for role in ("prefill", "decode"):
+        source = PROJECT_ROOT / "engine_configs/llama4/eagle" / f"eagle_{role}.yaml"
+        assert (configs / f"{role}-0.yaml").read_text() == source.read_text()
+
+
+def test_the_srun_line_is_what_the_slurm_launcher_executes(tmp_path, monkeypatch):
+    """SlurmLauncher.start's own Popen call, caught: the dry run prints the same argv and adds the same variables."""
+    seen = {}
+
+    def popen(argv, **kwargs):
+        seen.update(argv=argv, env=kwargs["env"])
+        raise OSError("not launched")
+
+    monkeypatch.setattr("pytest_llama4.launchers.slurm.subprocess.Popen", popen)
+    allocation = Allocation("42", ("gb-01", "gb-02"))
+    decode = make_plan("disagg").workers[-1]
+    command = Command(("python3", "-m", "x"), {"A": "1"}, tasks_per_node=4, mpi=True)
+    launcher = SlurmLauncher(allocation, "run-1", image=IMAGE, mounts="/a:/b")
+    with pytest.raises(OSError, match="not launched"):
+        launcher.start(decode, command, tmp_path / "decode.log")
+    settings = settings_module.Settings(image=IMAGE, mounts="/a:/b")
+    env, argv = dryrun.launch_line(decode, command, "run-1", settings, allocation)
+    assert argv == seen["argv"]
+    assert env == {k: v for k, v in seen["env"].items() if os.environ.get(k) != v or k in command.env}
+
+
+@pytest.mark.parametrize(("nodelist", "names"), [
+    ("node[1-2]", ("node1", "node2")),
+    ("gpu-[01-03,07],login", ("gpu-01", "gpu-02", "gpu-03", "gpu-07", "login")),
+    ("r[1-2]-n[8-9]", ("r1-n8", "r1-n9", "r2-n8", "r2-n9")),
+    ("a,b", ("a", "b")),
+])
+def test_nodelist_expansion_without_slurm(monkeypatch, nodelist, names):
+    monkeypatch.setattr(dryrun.shutil, "which", lambda name: None)
+    assert dryrun.expand_nodelist(nodelist) == names
+
+
+def test_node_addresses_come_from_slurm_once_or_are_the_hostnames(monkeypatch):
+    asked = []
+
+    def scontrol(*argv, timeout):
+        asked.append((argv, timeout))
+        return "NodeName=n1 Arch=x86_64 NodeAddr=10.0.0.1 Port=1\nNodeName=n2 NodeAddr=10.0.0.2 NodeHostName=n2\n"
+
+    monkeypatch.setattr(dryrun.slurm_allocation, "slurm", scontrol)
+    assert dryrun.node_addresses(("n1", "n2")) == {"n1": "10.0.0.1", "n2": "10.0.0.2"}
+    assert asked == [(("scontrol", "show", "node", "-o", "n1,n2"), dryrun.ADDRESS_TIMEOUT)]
+
+    def no_controller(*argv, timeout):
+        raise SlurmError("`scontrol show node` did not answer within 5s")
+
+    monkeypatch.setattr(dryrun.slurm_allocation, "slurm", no_controller)
+    allocation = dryrun.PlannedAllocation("1", ("n1", "n2"), known=dryrun.node_addresses(("n1", "n2")))
+    assert [allocation.address(n) for n in allocation.nodes] == ["n1", "n2"]
+
+
+def test_outside_an_allocation_the_nodes_must_be_named(pytester, tmp_path):
+    config = pytester.parseconfig("--launcher=slurm", "--dry-run", f"--reports-dir={tmp_path}")
+    settings = settings_module.resolve(config, environ={})
+    with pytest.raises(pytest.UsageError, match=r"outside an allocation: name the nodes .* --nodelist=node\[1-1\]"):
+        dryrun.write_plan(settings, "r", tmp_path, environ={})
+    config = pytester.parseconfig("--launcher=slurm", "--dry-run", "--topology=disagg", "--nodelist=gb-01")
+    with pytest.raises(pytest.UsageError, match="the plan needs 2 node"):
+        dryrun.write_plan(settings_module.resolve(config, environ={}), "r", tmp_path, environ={})
+
+
+def test_pytest_dry_run_prints_the_plan_and_exits_0(tmp_path):
+    """The command line itself: status 0, the golden text on stdout, no test collected, nothing running."""
+    (tmp_path / "test_never.py").write_text("def test_never(deployment):\n    raise AssertionError('ran')\n")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--reports-dir={tmp_path}",
+                           *CASES["local-mocker-disagg"], "--dry-run", "test_never.py"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env=inner_env({}))
+    assert done.returncode == 0, done.stdout + done.stderr
+    (run_id,) = run_ids(tmp_path)
+    check_golden("local-mocker-disagg", normalize(done.stdout.rstrip("\n"), run_id, tmp_path))
+    assert "nothing was launched; plan in" in done.stderr and "collected" not in done.stdout
+    assert sorted(p.name for p in (tmp_path / run_id).iterdir()) == ["plan"]
+    assert processes_of_run(run_id) == []
+
+
+@pytest.mark.integration
+@pytest.mark.slurm
+def test_dry_run_on_slurm_launches_nothing(tmp_path):
+    """On the real cluster, outside an allocation: srun, salloc and sbatch are never called (shims on PATH record any
+    call), squeue lists no job or step of the run, no process carries its label; addresses are SLURM's NodeAddr."""
+    reason = slurm_available()
+    if reason:
+        pytest.skip(reason)
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    for tool in ("srun", "salloc", "sbatch"):
+        (shims / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {tmp_path}/calls\nexec /usr/bin/{tool} "$@"\n')
+        (shims / tool).chmod(0o755)
+    env = inner_env({})
+    env["PATH"] = f"{shims}:{env['PATH']}"
+    reports = tmp_path / "reports"
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--reports-dir={reports}",
+                           "--launcher=slurm", "--nodelist=node[1-2]", "--topology=disagg", "--discovery=etcd",
+                           "--dry-run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (run_id,) = run_ids(reports)
+    assert not (tmp_path / "calls").exists(), (tmp_path / "calls").read_text()
+    assert "nodes node1 (127.0.0.1), node2 (127.0.0.1)" in done.stdout
+    assert re.search(r"^  .* srun --overlap \"--jobid=\$\{SLURM_JOB_ID\}\" .* --nodelist=node2 .*dynamo\.mocker",
+                     done.stdout, re.MULTILINE)
+    names = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True, check=True).stdout
+    steps = subprocess.run(["squeue", "-h", "-s", "-o", "%j"], capture_output=True, text=True, check=True).stdout
+    assert run_id not in names + steps
+    assert processes_of_run(run_id) == []
