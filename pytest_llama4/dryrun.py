@@ -23,7 +23,7 @@ from .engines.base import Command
 from .launchers import allocation as slurm_allocation
 from .launchers.allocation import Allocation, SlurmError
 from .launchers.local import RUN_LABEL_ENV, SERVICE_LABEL_ENV, LocalLauncher
-from .launchers.slurm import SlurmLauncher, srun_argv
+from .launchers.slurm import SlurmLauncher, srun_argv, step_name_for
 from .report import Run
 from .settings import Settings, host_path
 from .topology import Service
@@ -97,7 +97,7 @@ def launch_line(service: Service, command: Command, run_id: str, settings: Setti
     env = {**command.env, RUN_LABEL_ENV: run_id, SERVICE_LABEL_ENV: service.name}
     if allocation is None:
         return env, list(command.argv)
-    return env, srun_argv(service, command, allocation, step_name=f"llama4-{run_id}-{service.name}",
+    return env, srun_argv(service, command, allocation, step_name=step_name_for(run_id, service.name),
                           image=settings.image, mounts=settings.mounts)
 
 

@@ -27,7 +27,7 @@ from . import services as service_records
 from .engines.base import Command
 from .launchers.allocation import Allocation, SlurmError, slurm
 from .launchers.local import die_with_parent, labelled_env
-from .launchers.slurm import SlurmLauncher, SlurmStep, srun_argv
+from .launchers.slurm import SlurmLauncher, SlurmStep, srun_argv, step_name_for
 from .report import Run
 from .topology import Service
 
@@ -118,7 +118,7 @@ class SlurmProcesses:
         """Started from the calling thread: die_with_parent ties each srun client to it."""
         for node in self.nodes:
             service, command = self.step_service(node), self.command(node)
-            step_name = f"llama4-{self.run_id}-{service.name}-{node}"  # the pid: xdist workers never collide
+            step_name = step_name_for(self.run_id, f"{service.name}-{node}")  # the pid: xdist workers never collide
             argv = srun_argv(service, command, self.allocation, step_name=step_name)
             process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                        text=True, env=labelled_env(command, self.run_id, service),

@@ -30,7 +30,7 @@ from . import replay, services
 from .deployment import plan_for
 from .engines.base import Command
 from .launchers.allocation import Allocation
-from .launchers.slurm import srun_argv
+from .launchers.slurm import srun_argv, step_name_for
 from .report import Run, current_run
 from .settings import PROJECT_ROOT, Settings, host_path
 from .topology import Service
@@ -121,7 +121,7 @@ def probe_versions(settings: Settings, allocation: Allocation | None, run_label:
     interpreter = sys.executable if settings.engine == "mocker" and not settings.image else "python3"
     command = Command((interpreter, "-c", VERSIONS_SCRIPT))
     argv = list(command.argv) if allocation is None else srun_argv(
-        Service("provenance-versions", 0, node=0), command, allocation, step_name=f"llama4-{run_label}-versions",
+        Service("provenance-versions", 0, node=0), command, allocation, step_name=step_name_for(run_label, "versions"),
         image=settings.image, mounts=settings.mounts)
     try:
         lines = _run(argv, timeout).splitlines()

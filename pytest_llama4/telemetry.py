@@ -28,7 +28,7 @@ import pynvml
 from .engines.base import Command
 from .launchers.allocation import Allocation
 from .launchers.local import die_with_parent, labelled_env
-from .launchers.slurm import SlurmStep, srun_argv
+from .launchers.slurm import SlurmStep, srun_argv, step_name_for
 from .logtail import tail
 from .settings import Settings
 from .topology import Service
@@ -243,7 +243,7 @@ class SlurmNvidiaSmiSource:
         self.node = node
         self.log_path = log_path
         self.run_label = run_label
-        self.step_name = f"llama4-{run_label}-gpu-telemetry-{os.getpid()}-{node}"
+        self.step_name = step_name_for(run_label, f"gpu-telemetry-{os.getpid()}-{node}")
         self.argv = telemetry_srun_argv(allocation, node, step_name=self.step_name, interval_s=interval_s)
         self._service = _service(allocation, node)
         self._job_id = allocation.job_id

@@ -91,6 +91,11 @@ class SlurmStep:
                 f"`scancel {steps}`, log {self.log_path}")
 
 
+def step_name_for(run_label: str, what: str) -> str:
+    """Every SLURM step of a run is named after it, so `squeue -s` shows whose it is."""
+    return f"llama4-{run_label}-{what}"
+
+
 @dataclass
 class SlurmLauncher:
     allocation: Allocation
@@ -118,7 +123,7 @@ class SlurmLauncher:
         return port
 
     def start(self, service: Service, command: Command, log_path: Path) -> SlurmStep:
-        step_name = f"llama4-{self.run_label}-{service.name}"
+        step_name = step_name_for(self.run_label, service.name)
         argv = srun_argv(service, command, self.allocation, step_name=step_name, image=self.image,
                          mounts=self.mounts)
         log_path.parent.mkdir(parents=True, exist_ok=True)
