@@ -427,6 +427,10 @@ def lint_data(data: Mapping, path: Path, role: str | None = None, schema: KeySch
     return walker.findings + _role_checks(data, path, role)
 
 
+# What makes TensorRT-LLM publish its speculative-decoding counters (tensorrt_llm/metrics/collector.py).
+SPEC_COUNTER_KEYS = ("enable_iter_perf_stats", "return_perf_metrics")
+
+
 def _role_checks(data: Mapping, path: Path, role: str) -> list[Finding]:
     findings = []
     tokens = data.get("max_num_tokens")
@@ -435,6 +439,12 @@ def _role_checks(data: Mapping, path: Path, role: str) -> list[Finding]:
         findings.append(Finding("warning", path, "max_num_tokens", (
             f"{tokens} is above {SEED_AGG_MAX_NUM_TOKENS}, the seed's aggregated value: higher values "
             f"(e.g. 8448) can run out of GPU memory in aggregated serving ({SEED_OOM_SOURCE})")))
+    if role in ("agg", "decode") and data.get("speculative_config") and not all(
+            data.get(key) is True for key in SPEC_COUNTER_KEYS):
+        findings.append(Finding("warning", path, "enable_iter_perf_stats", (
+            "speculative decoding is configured, but without "
+            f"{' and '.join(f'{key}: true' for key in SPEC_COUNTER_KEYS)}, the engine publishes no draft/accepted "
+            "counters, and the speculative suite cannot measure acceptance")))
     if role == "prefill" and data.get("disable_overlap_scheduler") is not True:
         findings.append(Finding("warning", path, "disable_overlap_scheduler", (
             "prefill (context) workers run with disable_overlap_scheduler: true in every seed config and in "

@@ -335,7 +335,7 @@ from pytest_llama4 import config_lint
 path = Path(sys.argv[1])
 print(json.dumps({
     "source": config_lint.known_keys().source,
-    "lint": [[f.key, f.message] for f in config_lint.lint_file(path)],
+    "lint": [[f.key, f.message] for f in config_lint.errors(config_lint.lint_file(path))],
     "exact": [[f.key, f.message] for f in config_lint.validate_with_tensorrt_llm(path)],
     "exact_valid": [str(f) for f in config_lint.validate_with_tensorrt_llm(Path(sys.argv[2]))],
 }))
@@ -466,8 +466,10 @@ def test_config_suite_fails_when_prefill_and_decode_disagree(pytester, tmp_path)
 def test_config_suite_reports_warnings_without_failing(pytester, tmp_path):
     result = run_suite(pytester, tmp_path, "--engine=dynamo-trtllm", "--endpoint=http://127.0.0.1:9",
                        f"--engine-config={ONE_MODEL / 'eagle_agg.yml'}")
-    result.assert_outcomes(passed=1, skipped=1, warnings=1)
+    result.assert_outcomes(passed=1, skipped=1, warnings=2)
     result.stdout.fnmatch_lines(["*EngineConfigWarning*max_num_tokens: warning: 4096 is above 1024*"])
+    result.stdout.fnmatch_lines(["*EngineConfigWarning*enable_iter_perf_stats: warning: speculative decoding is "
+                                 "configured, but without enable_iter_perf_stats: true and return_perf_metrics: true*"])
     (junit,) = (tmp_path / "reports").glob("*/junit.xml")
     assert 'name="agg_engine_config_warnings"' in junit.read_text()
 
