@@ -61,10 +61,10 @@ class ApiClient:
     def get(self, path: str) -> requests.Response:
         return self.session.get(self.base_url + path, timeout=REQUEST_TIMEOUT)
 
-    def post(self, path: str, body: dict | str | bytes) -> requests.Response:
+    def post(self, path: str, body: dict | str | bytes, timeout: float = REQUEST_TIMEOUT) -> requests.Response:
         if isinstance(body, dict):
-            return self.session.post(self.base_url + path, json=body, timeout=REQUEST_TIMEOUT)
-        return self.session.post(self.base_url + path, data=body, timeout=REQUEST_TIMEOUT,
+            return self.session.post(self.base_url + path, json=body, timeout=timeout)
+        return self.session.post(self.base_url + path, data=body, timeout=timeout,
                                  headers={"Content-Type": "application/json"})
 
     def chat_body(self, content: str = "Why is NVIDIA a great company?", **fields: Any) -> dict:

@@ -83,10 +83,9 @@ def gpu_monitor(pytestconfig: pytest.Config, deployment: Deployment) -> Iterator
     """Per-GPU memory and utilisation on every node of the deployment during the test (reports/<run-id>/gpu.csv);
     skips with the exact reason where there is no GPU to sample."""
     run = current_run(pytestconfig)
-    allocation = run.allocation or getattr(deployment.launcher, "allocation", None)  # --slurm-alloc keeps it there
     with contextlib.ExitStack() as stack:
         try:
-            monitor = stack.enter_context(monitor_for_run(run.settings, run.run_dir, allocation))
+            monitor = stack.enter_context(monitor_for_run(run.settings, run.run_dir, run.slurm_allocation()))
         except NoGpu as reason:
             pytest.skip(str(reason))
         yield monitor

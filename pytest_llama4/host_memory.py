@@ -25,9 +25,9 @@ from typing import Protocol, TypeVar
 from . import procscan
 from . import services as service_records
 from .engines.base import Command
-from .launchers.allocation import Allocation, SlurmError, slurm
+from .launchers.allocation import Allocation, SlurmError
 from .launchers.local import die_with_parent, labelled_env
-from .launchers.slurm import SlurmLauncher, SlurmStep, srun_argv, step_name_for
+from .launchers.slurm import SlurmStep, srun_argv, step_name_for
 from .report import Run
 from .topology import Service
 
@@ -167,30 +167,12 @@ def source_for(run: Run, services: frozenset[str]) -> ProcessSource | str:
         return NO_SERVICES_OF_OURS
     if settings.launcher == "local":
         return LocalProcesses(run.run_id, services)
-    allocation = allocation_of(run)
+    allocation = run.slurm_allocation()
     if allocation is None:
         return f"no SLURM allocation found for run {run.run_id} (job name pytest-llama4-{run.run_id})"
     used = {node for record in service_records.read(run.run_dir) for node in record.nodes}
     return SlurmProcesses(run.run_id, services, allocation, tuple(n for n in allocation.nodes if n in used)
                           or allocation.nodes)
-
-
-def allocation_of(run: Run) -> Allocation | None:
-    """The run's allocation: the one pytest runs inside, the one the launcher requested (controller), or, in an
-    xdist worker of a --slurm-alloc run, the job the controller requested under the run's name."""
-    if run.allocation is not None:
-        return run.allocation
-    launcher = run.deployment.launcher if run.deployment is not None else None
-    if isinstance(launcher, SlurmLauncher):
-        return launcher.allocation
-    try:
-        found = slurm("squeue", "-h", f"--name=pytest-llama4-{run.run_id}", "-o", "%i|%N").split()
-    except SlurmError:
-        return None
-    if not found:
-        return None
-    job_id, nodelist = found[0].split("|")
-    return Allocation(job_id, tuple(slurm("scontrol", "show", "hostnames", nodelist).split()))
 
 
 def sample_during(work: Callable[[], T], read: Callable[[], S], interval: float) -> tuple[T, list[S]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from .deployment import Deployment
-from .launchers.allocation import Allocation
+from .launchers.allocation import Allocation, SlurmError, hostnames, slurm
 from .profiles import Profile
 from .settings import Settings
 from .shared import SharedDeploymentHost
@@ -62,6 +62,24 @@ class Run:
             "scenarios": [json.loads(p.read_text()) for p in parts]}, indent=1))
         shutil.rmtree(self.run_dir / ".perf", ignore_errors=True)
         return path
+
+    def slurm_allocation(self) -> Allocation | None:
+        """The run's SLURM job: the one pytest runs inside, the one the launcher requested (--slurm-alloc, on the
+        controller), or, in an xdist worker of a --slurm-alloc run, the job the controller requested under the
+        run's name. None outside SLURM."""
+        if self.allocation is not None:
+            return self.allocation
+        requested = getattr(self.deployment.launcher, "allocation", None) if self.deployment is not None else None
+        if requested is not None or self.settings.launcher != "slurm":
+            return requested
+        try:
+            found = slurm("squeue", "-h", f"--name=pytest-llama4-{self.run_id}", "-o", "%i|%N").split()
+        except SlurmError:
+            return None
+        if not found:
+            return None
+        job_id, nodelist = found[0].split("|")
+        return Allocation(job_id, hostnames(nodelist))
 
     @property
     def run_dir(self) -> Path:

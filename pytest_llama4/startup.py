@@ -33,7 +33,7 @@ def start_deployment(config: pytest.Config) -> Deployment:
         run.settings = dep.settings  # with the Dynamo release preflight found, for the report
     run.deployment = dep
     run.startup_seconds = time.monotonic() - config.stash[STARTED_KEY]
-    provenance.probe_environment(config, getattr(dep.launcher, "allocation", None) or run.allocation)
+    provenance.probe_environment(config, run.slurm_allocation())
     return dep
 
 

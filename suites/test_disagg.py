@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from pytest_llama4 import prometheus, services
-from pytest_llama4.client import ApiClient, StreamStalled
+from pytest_llama4.client import REQUEST_TIMEOUT, STALL_TIMEOUT, ApiClient, StreamStalled
 from pytest_llama4.topology import DECODE, PREFILL
 
 pytestmark = pytest.mark.disagg
@@ -30,13 +30,13 @@ def _disagg_only(llama4_settings):
         pytest.skip(f"the disagg suite checks --topology=disagg deployments; this run is {llama4_settings.topology}")
 
 
-def _send(api: ApiClient, path: str, streamed: bool, timeout: float | None = None) -> tuple[int, list[dict]]:
+def _send(api: ApiClient, path: str, streamed: bool, timeout: float = REQUEST_TIMEOUT) -> tuple[int, list[dict]]:
     """(HTTP status, response bodies: the one JSON body, or every streamed chunk)."""
     body = (api.chat_body if "chat" in path else api.completion_body)(max_tokens=8)
     if streamed:
-        stream = api.stream(path, body, stall_timeout=timeout or 30.0)
+        stream = api.stream(path, body, stall_timeout=min(timeout, STALL_TIMEOUT))
         return stream.status, stream.chunks() if stream.status == 200 else []
-    response = api.session.post(api.base_url + path, json=body, timeout=timeout or 60.0)
+    response = api.post(path, body, timeout=timeout)
     return response.status_code, [response.json()] if response.status_code == 200 else []
 
 

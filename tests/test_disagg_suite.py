@@ -17,23 +17,15 @@ pytestmark = pytest.mark.integration
 # checks can notice: the plugin's watchdog is out of the picture.
 KILL_PREFILL_CONFTEST = textwrap.dedent("""
     import os, signal
-    from pathlib import Path
     import pytest
+    from pytest_llama4.procscan import Scanner
     from pytest_llama4.report import current_run
-
-    def labelled(run_id, service):
-        wanted = {f"PYTEST_LLAMA4_RUN={run_id}".encode(), f"PYTEST_LLAMA4_SERVICE={service}".encode()}
-        for proc in Path("/proc").iterdir():
-            try:
-                if proc.name.isdigit() and wanted <= set((proc / "environ").read_bytes().split(b"\\0")):
-                    yield int(proc.name)
-            except OSError:
-                continue
 
     @pytest.fixture(autouse=True, scope="session")
     def kill_prefill(deployment, pytestconfig):
-        for pid in labelled(current_run(pytestconfig).run_id, "prefill-0"):
-            os.kill(pid, signal.SIGKILL)
+        for pid, service, _ in Scanner(current_run(pytestconfig).run_id).scan():
+            if service == "prefill-0":
+                os.kill(pid, signal.SIGKILL)
 """)
 
 
