@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
 from pytest_llama4.settings import PROJECT_ROOT
 from tests.fault_server import MODEL, serve
@@ -30,18 +29,13 @@ def test_mocker_speedup_check_passes_on_the_embedded_default(pytester, tmp_path)
 
 
 def test_mocker_speedup_the_deployment_cannot_show_fails(pytester, tmp_path):
-    """At ratio 100 the frontend, not the simulated engine, sets the pace (about 40x is what shows here): a profile
-    asking for 90% of the configured speed-up must fail, with both latencies."""
-    profile = yaml.safe_load((PROJECT_ROOT / "fixtures" / "profiles" / "cpu-mocker.yaml").read_text())
-    profile["speculative"]["decode_speedup_tolerance"] = 0.9
-    strict = tmp_path / "strict.yaml"
-    strict.write_text(yaml.safe_dump(profile))
+    """At ratio 1000 the frontend, not the simulated engine, sets the pace (about 40x shows, or whole answers arrive
+    in one read): the check must fail and say so."""
     reports = tmp_path / "reports"
-    result = run_pytest(pytester, reports, SPECULATIVE, "--topology=agg", "--speedup-ratio=100",
-                        f"--profile-file={strict}", "-k", "speedup")
+    result = run_pytest(pytester, reports, SPECULATIVE, "--topology=agg", "--speedup-ratio=1000", "-k", "speedup")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*the mocker runs decode 100x faster than at ratio 1, but the mean inter-token "
-                                 "latency is only *x shorter (* ms against * ms)*"])
+    result.stdout.fnmatch_lines(["*the mocker runs decode 1000x faster than at ratio 1, but the mean inter-token "
+                                 "latency *"])
     assert_nothing_left(reports)
 
 
