@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
 
-from pytest_llama4.telemetry import GpuMonitor, GpuSample, NvmlSource, nvidia_smi_query, read_nvidia_smi
+from pytest_llama4.measure.telemetry import GpuMonitor, GpuSample, NvmlSource, nvidia_smi_query, read_nvidia_smi
 
 TOLERANCE = 0.02
 SETTLE_S = 0.5  # samples this soon after a change may predate it

@@ -3,7 +3,7 @@
 Starts the real Dynamo frontend + mocker with no simulated delay (`speedup_ratio=0`, so the server streams as fast
 as it can), then at each concurrency runs the same closed-loop chat scenario (streaming, same ISL/OSL, same
 request count) with three clients:
-  ours   pytest_llama4.load.run_load (default processes: 1 on a 2-CPU machine; at 256 also with 2 processes);
+  ours   pytest_llama4.measure.load.run_load (default processes: 1 on a 2-CPU machine; at 256 also with 2 processes);
   bare   a minimal client: one thread, `selectors` over raw keep-alive sockets, no parsing beyond counting
          `data:` lines and spotting the end of each chunked response; the most a Python client can get;
   aiperf NVIDIA AIPerf (`aiperf profile`), from its own venv (--aiperf, default /tmp/aiperf-venv/bin/aiperf).
@@ -37,11 +37,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pytest_llama4.deployment import launch
-from pytest_llama4.fixture_model import ensure_model_dir
-from pytest_llama4.launchers.local import LocalLauncher
-from pytest_llama4.load import Scenario, _request_bytes, _Target, make_prompts, run_load
-from pytest_llama4.settings import Settings
+from pytest_llama4.config.settings import Settings
+from pytest_llama4.deploy.deployment import launch
+from pytest_llama4.deploy.fixture_model import ensure_model_dir
+from pytest_llama4.deploy.launchers.local import LocalLauncher
+from pytest_llama4.measure.load import Scenario, _request_bytes, _Target, make_prompts, run_load
 
 
 @dataclass

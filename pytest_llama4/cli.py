@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import config_lint
+from .config import lint as config_lint
 
 LINT_DESCRIPTION = """\
 Lint engine configs before a deployment starts. YAML files are TensorRT-LLM LLM-API options

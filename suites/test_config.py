@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llama4 import config_lint
-from pytest_llama4.engines.dynamo_mocker import default_engine_config
-from pytest_llama4.report import current_run
-from pytest_llama4.settings import Settings, host_path
-from pytest_llama4.topology import WORKER, Service
+from pytest_llama4.config import lint as config_lint
+from pytest_llama4.config.settings import Settings, host_path
+from pytest_llama4.config.topology import WORKER, Service
+from pytest_llama4.deploy.engines.dynamo_mocker import default_engine_config
+from pytest_llama4.plugin.session import current_run
 
 pytestmark = pytest.mark.config
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from pytest_llama4 import prometheus, services
-from pytest_llama4.client import REQUEST_TIMEOUT, STALL_TIMEOUT, ApiClient, StreamStalled
-from pytest_llama4.topology import DECODE, PREFILL
+from pytest_llama4.api.client import REQUEST_TIMEOUT, STALL_TIMEOUT, ApiClient, StreamStalled
+from pytest_llama4.config.topology import DECODE, PREFILL
+from pytest_llama4.deploy import services
+from pytest_llama4.measure import prometheus
 
 pytestmark = pytest.mark.disagg
 

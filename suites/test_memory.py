@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from pytest_llama4 import engine_limits, host_memory, kv_usage, oom, readiness, services
-from pytest_llama4.engines.dynamo_mocker import HEALTH_COMPONENT
-from pytest_llama4.launchers.local import RUN_LABEL_ENV
-from pytest_llama4.load import LoadResult, Scenario, make_prompts, run_load
-from pytest_llama4.profiles import Profile, ProfileScenario
-from pytest_llama4.report import current_run
-from pytest_llama4.topology import WORKER_ROLES
+from pytest_llama4.config.topology import WORKER_ROLES
+from pytest_llama4.deploy import engine_limits, readiness, services
+from pytest_llama4.deploy.engines.dynamo_mocker import HEALTH_COMPONENT
+from pytest_llama4.deploy.launchers.local import RUN_LABEL_ENV
+from pytest_llama4.measure import host_memory, kv_usage, oom
+from pytest_llama4.measure.load import LoadResult, Scenario, make_prompts, run_load
+from pytest_llama4.measure.profiles import Profile, ProfileScenario
+from pytest_llama4.plugin.session import current_run
 
 pytestmark = pytest.mark.memory
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_llama4 import checks
+from pytest_llama4.api import checks
 
 pytestmark = pytest.mark.schema
 

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from pytest_llama4 import golden, prometheus, services, speculative, validity
-from pytest_llama4.load import Scenario, run_load
-from pytest_llama4.metrics import summarize
-from pytest_llama4.report import current_run
-from pytest_llama4.topology import DECODE, WORKER
+from pytest_llama4.config.topology import DECODE, WORKER
+from pytest_llama4.deploy import services
+from pytest_llama4.measure import golden, prometheus, speculative, validity
+from pytest_llama4.measure.load import Scenario, run_load
+from pytest_llama4.measure.metrics import summarize
+from pytest_llama4.plugin.session import current_run
 
 pytestmark = pytest.mark.speculative
 

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from pytest_llama4 import checks
+from pytest_llama4.api import checks
 
 pytestmark = pytest.mark.streaming
 

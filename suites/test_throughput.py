@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_llama4 import baseline, crosscheck, prometheus, validity
-from pytest_llama4.load import run_load
-from pytest_llama4.metrics import samples, summarize
+from pytest_llama4.measure import baseline, crosscheck, prometheus, validity
+from pytest_llama4.measure.load import run_load
+from pytest_llama4.measure.metrics import samples, summarize
 
 pytestmark = pytest.mark.throughput
 

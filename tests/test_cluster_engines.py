@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pytest_llama4.engines import control_plane, dynamo_trtllm, trtllm_serve
-from pytest_llama4.engines.base import Command
-from pytest_llama4.topology import DECODE, FRONTEND, PREFILL, WORKER, Service
+from pytest_llama4.config.topology import DECODE, FRONTEND, PREFILL, WORKER, Service
+from pytest_llama4.deploy.engines import control_plane, dynamo_trtllm, trtllm_serve
+from pytest_llama4.deploy.engines.base import Command
 
 GOLDEN = Path(__file__).parent / "golden"
 MODEL = "nvidia/Llama-4-Maverick-17B-128E-Instruct-FP8"  # seeds/000: MODEL_PATH and SERVED_MODEL_NAME

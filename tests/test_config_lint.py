@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llama4 import config_lint
-from pytest_llama4.config_lint import Finding, known_keys, lint_file, lint_mocker_file, lint_pair
+from pytest_llama4.config import lint as config_lint
+from pytest_llama4.config.lint import Finding, known_keys, lint_file, lint_mocker_file, lint_pair
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "engine_configs"
@@ -331,7 +331,7 @@ def test_keys_are_derived_from_pydantic_models(standin):
 STANDIN_PROBE = """\
 import json, sys
 from pathlib import Path
-from pytest_llama4 import config_lint
+from pytest_llama4.config import lint as config_lint
 path = Path(sys.argv[1])
 print(json.dumps({
     "source": config_lint.known_keys().source,

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from pytest_llama4 import baseline, crosscheck
+from pytest_llama4.measure import baseline, crosscheck
 
 BEFORE = {crosscheck.TTFT_COUNT: 10, crosscheck.TTFT_SUM: 1.0}
 

@@ -18,8 +18,8 @@ pytestmark = pytest.mark.integration
 KILL_PREFILL_CONFTEST = textwrap.dedent("""
     import os, signal
     import pytest
-    from pytest_llama4.procscan import Scanner
-    from pytest_llama4.report import current_run
+    from pytest_llama4.deploy.procscan import Scanner
+    from pytest_llama4.plugin.session import current_run
 
     @pytest.fixture(autouse=True, scope="session")
     def kill_prefill(deployment, pytestconfig):

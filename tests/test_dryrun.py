@@ -11,15 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llama4 import dryrun
-from pytest_llama4 import settings as settings_module
-from pytest_llama4.engines.base import Command
-from pytest_llama4.fixture_model import ensure_model_dir
-from pytest_llama4.launchers.allocation import Allocation, SlurmError
-from pytest_llama4.launchers.slurm import SlurmLauncher
-from pytest_llama4.report import new_run_id
-from pytest_llama4.settings import PROJECT_ROOT
-from pytest_llama4.topology import make_plan
+from pytest_llama4.config import settings as settings_module
+from pytest_llama4.config.paths import PROJECT_ROOT
+from pytest_llama4.config.resolve import resolve
+from pytest_llama4.config.topology import make_plan
+from pytest_llama4.deploy.engines.base import Command
+from pytest_llama4.deploy.fixture_model import ensure_model_dir
+from pytest_llama4.deploy.launchers.allocation import Allocation, SlurmError
+from pytest_llama4.deploy.launchers.slurm import SlurmLauncher
+from pytest_llama4.plugin.session import new_run_id
+from pytest_llama4.report import dryrun
 
 from .test_integration import processes_of_run, run_ids
 from .test_slurm import inner_env, slurm_available
@@ -61,7 +62,7 @@ def normalize(text: str, run_id: str, reports: Path) -> str:
 def plan_text(pytester, reports: Path, args: list[str]) -> tuple[str, str]:
     """The dry run of `args`, resolved as the command line would be (no environment variables)."""
     config = pytester.parseconfig(*args, f"--reports-dir={reports}", "--dry-run")
-    settings = settings_module.resolve(config, environ={})
+    settings = resolve(config, environ={})
     run_id = new_run_id()
     return dryrun.write_plan(settings, run_id, reports / run_id / "plan", environ={}), run_id
 
@@ -108,7 +109,7 @@ def test_the_srun_line_is_what_the_slurm_launcher_executes(tmp_path, monkeypatch
         seen.update(argv=argv, env=kwargs["env"])
         raise OSError("not launched")
 
-    monkeypatch.setattr("pytest_llama4.launchers.slurm.subprocess.Popen", popen)
+    monkeypatch.setattr("pytest_llama4.deploy.launchers.slurm.subprocess.Popen", popen)
     allocation = Allocation("42", ("gb-01", "gb-02"))
     decode = make_plan("disagg").workers[-1]
     command = Command(("python3", "-m", "x"), {"A": "1"}, tasks_per_node=4, mpi=True)
@@ -153,12 +154,12 @@ def test_node_addresses_come_from_slurm_once_or_are_the_hostnames(monkeypatch):
 
 def test_outside_an_allocation_the_nodes_must_be_named(pytester, tmp_path):
     config = pytester.parseconfig("--launcher=slurm", "--dry-run", f"--reports-dir={tmp_path}")
-    settings = settings_module.resolve(config, environ={})
+    settings = resolve(config, environ={})
     with pytest.raises(pytest.UsageError, match=r"outside an allocation: name the nodes .* --nodelist=node\[1-1\]"):
         dryrun.write_plan(settings, "r", tmp_path, environ={})
     config = pytester.parseconfig("--launcher=slurm", "--dry-run", "--topology=disagg", "--nodelist=gb-01")
     with pytest.raises(pytest.UsageError, match="the plan needs 2 node"):
-        dryrun.write_plan(settings_module.resolve(config, environ={}), "r", tmp_path, environ={})
+        dryrun.write_plan(resolve(config, environ={}), "r", tmp_path, environ={})
 
 
 def test_pytest_dry_run_prints_the_plan_and_exits_0(tmp_path):

@@ -2,7 +2,7 @@ import json
 
 from tokenizers import Tokenizer
 
-from pytest_llama4.fixture_model import VOCAB_SIZE, ensure_model_dir
+from pytest_llama4.deploy.fixture_model import VOCAB_SIZE, ensure_model_dir
 
 
 def test_model_dir_is_built_once_and_cached(tmp_path):

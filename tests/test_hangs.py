@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from pytest_llama4.client import ApiClient, StreamStalled
+from pytest_llama4.api.client import ApiClient, StreamStalled
 
 from .test_integration import assert_nothing_left, run_pytest
 

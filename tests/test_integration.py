@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from pytest_llama4.launchers.local import RUN_LABEL_ENV
+from pytest_llama4.deploy.launchers.local import RUN_LABEL_ENV
 
 pytestmark = pytest.mark.integration
 

@@ -16,10 +16,10 @@ from dataclasses import replace
 
 import pytest
 
-from pytest_llama4 import load
-from pytest_llama4.fixture_model import ensure_model_dir
-from pytest_llama4.load import LoadResult, Scenario, make_prompts, run_load
-from pytest_llama4.ports import free_port
+from pytest_llama4.deploy.fixture_model import ensure_model_dir
+from pytest_llama4.deploy.ports import free_port
+from pytest_llama4.measure import load
+from pytest_llama4.measure.load import LoadResult, Scenario, make_prompts, run_load
 
 CLOSED = Scenario("closed", input_tokens=32, output_tokens=8, num_prompts=12, concurrency=4)
 
@@ -324,9 +324,9 @@ def test_a_dead_port_records_every_request_as_failed_instead_of_raising():
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    from pytest_llama4.deployment import launch
-    from pytest_llama4.launchers.local import LocalLauncher
-    from pytest_llama4.settings import Settings
+    from pytest_llama4.config.settings import Settings
+    from pytest_llama4.deploy.deployment import launch
+    from pytest_llama4.deploy.launchers.local import LocalLauncher
 
     root = tmp_path_factory.mktemp("load-stack")
     # Speed-up 10: fast, yet slow enough that a short stream does not reach the client in one read.

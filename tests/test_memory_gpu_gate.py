@@ -9,7 +9,7 @@ import textwrap
 import pytest
 import yaml
 
-from pytest_llama4.settings import PROJECT_ROOT
+from pytest_llama4.config.paths import PROJECT_ROOT
 from tests.test_integration import SUITES, assert_nothing_left, run_pytest
 
 pytestmark = pytest.mark.integration
@@ -18,7 +18,7 @@ H100_MIB = 81559.0
 ONE_SCRIPTED_GPU = textwrap.dedent(f"""
     import os, time
     import pytest
-    from pytest_llama4.telemetry import GpuMonitor, GpuSample
+    from pytest_llama4.measure.telemetry import GpuMonitor, GpuSample
 
     class OneGpu:
         node = "node1"

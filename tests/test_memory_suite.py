@@ -13,13 +13,15 @@ import time
 import pytest
 import yaml
 
-from pytest_llama4 import engine_limits, host_memory, kv_usage, oom, procscan
-from pytest_llama4.launchers.allocation import Allocation
-from pytest_llama4.launchers.local import RUN_LABEL_ENV, SERVICE_LABEL_ENV
-from pytest_llama4.launchers.slurm import srun_argv
-from pytest_llama4.profiles import PROFILES_DIR
-from pytest_llama4.report import Run
-from pytest_llama4.settings import PROJECT_ROOT, Settings
+from pytest_llama4.config.paths import PROJECT_ROOT
+from pytest_llama4.config.settings import Settings
+from pytest_llama4.deploy import engine_limits, procscan
+from pytest_llama4.deploy.launchers.allocation import Allocation
+from pytest_llama4.deploy.launchers.local import RUN_LABEL_ENV, SERVICE_LABEL_ENV
+from pytest_llama4.deploy.launchers.slurm import srun_argv
+from pytest_llama4.measure import host_memory, kv_usage, oom
+from pytest_llama4.measure.profiles import PROFILES_DIR
+from pytest_llama4.plugin.session import Run
 
 from .test_integration import SUITES, assert_nothing_left, check_junit, properties, run_ids, run_pytest
 from .test_slurm import allocation as slurm_allocation  # noqa: F401 (a fixture, under this name here)

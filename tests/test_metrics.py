@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from pytest_llama4.load import LoadResult, RequestRecord, Scenario
-from pytest_llama4.metrics import GOODPUT_KEYS, percentile, samples, summarize
+from pytest_llama4.measure.load import LoadResult, RequestRecord, Scenario
+from pytest_llama4.measure.metrics import GOODPUT_KEYS, percentile, samples, summarize
 
 SCENARIO = Scenario("hand", input_tokens=10, output_tokens=5, num_prompts=4, concurrency=2)
 

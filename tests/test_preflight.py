@@ -19,15 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llama4 import preflight
-from pytest_llama4.deployment import plan_for
-from pytest_llama4.launchers.allocation import Allocation
-from pytest_llama4.launchers.local import LocalLauncher
-from pytest_llama4.launchers.slurm import SlurmLauncher
-from pytest_llama4.ports import free_port
-from pytest_llama4.preflight import Failure, NodePlan, PreflightError
-from pytest_llama4.settings import PROJECT_ROOT, Settings
-from pytest_llama4.wiring import wire
+from pytest_llama4.config.paths import PROJECT_ROOT
+from pytest_llama4.config.resolve import declared
+from pytest_llama4.config.settings import Settings
+from pytest_llama4.deploy import preflight
+from pytest_llama4.deploy.launchers.allocation import Allocation
+from pytest_llama4.deploy.launchers.local import LocalLauncher
+from pytest_llama4.deploy.launchers.slurm import SlurmLauncher
+from pytest_llama4.deploy.ports import free_port
+from pytest_llama4.deploy.preflight import Failure, NodePlan, PreflightError
+from pytest_llama4.deploy.wiring import wire
 
 from .test_integration import assert_nothing_left, run_ids
 from .test_slurm import allocation, inner_env, require_slurm, run_inner, steps_of  # noqa: F401 (fixture)
@@ -44,7 +45,7 @@ class KnownAddresses(Allocation):
 
 
 def wired(settings: Settings, launcher, tmp_path: Path):
-    plan = plan_for(settings)
+    plan = settings.plan
     return plan, wire(plan, settings, launcher, settings.http_port or launcher.allocate_port(), tmp_path,
                       tmp_path / "configs")
 
@@ -87,7 +88,7 @@ def test_each_check_lands_on_the_node_that_needs_it(tmp_path):
 def test_a_rewiring_keeps_the_ports_preflight_checked(tmp_path):
     launcher = SlurmLauncher(KnownAddresses("7", ("n1", "n2", "n3")), "run")
     _, first = wired(TRTLLM, launcher, tmp_path)
-    plan = plan_for(TRTLLM)
+    plan = TRTLLM.plan
     again = wire(plan, dataclasses.replace(TRTLLM, dynamo_version="0.4.1"), launcher, 8000, tmp_path,
                  tmp_path / "configs", reuse_ports=first.taken)
     assert again.listens == first.listens
@@ -177,10 +178,12 @@ def test_failure_text():
 
 def test_declared_dynamo_version(pytester, monkeypatch):
     monkeypatch.delenv("DYNAMO_VERSION", raising=False)
-    assert preflight.declared_dynamo_version(pytester.parseconfig()) is None
-    assert preflight.declared_dynamo_version(pytester.parseconfig("--dynamo-version=1.4.2")) == "1.4.2"
+    assert declared(pytester.parseconfig(), "dynamo_version") is None
+    assert declared(pytester.parseconfig("--dynamo-version=1.4.2"), "dynamo_version") == "1.4.2"
     monkeypatch.setenv("DYNAMO_VERSION", "1.3.1")
-    assert preflight.declared_dynamo_version(pytester.parseconfig()) == "1.3.1"
+    assert declared(pytester.parseconfig(), "dynamo_version") == "1.3.1"
+    pytester.makeini("[pytest]\ndynamo_version = 0.4.1\n")
+    assert declared(pytester.parseconfig(), "dynamo_version", environ={}) == "0.4.1"
 
 
 # ------------------------------------------------------------------------------------------ local step

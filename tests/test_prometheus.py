@@ -1,4 +1,4 @@
-from pytest_llama4.prometheus import parse
+from pytest_llama4.measure.prometheus import parse
 
 TEXT = """# HELP dynamo_frontend_requests_total Total requests
 # TYPE dynamo_frontend_requests_total counter

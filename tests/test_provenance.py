@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llama4 import provenance
-from pytest_llama4.launchers.allocation import Allocation
-from pytest_llama4.replay import sha256_of
-from pytest_llama4.settings import PROJECT_ROOT, Settings
-from pytest_llama4.telemetry import nvml_unavailable_reason
+from pytest_llama4.config.paths import PROJECT_ROOT
+from pytest_llama4.config.settings import Settings
+from pytest_llama4.deploy.launchers.allocation import Allocation
+from pytest_llama4.measure.telemetry import nvml_unavailable_reason
+from pytest_llama4.report import provenance
+from pytest_llama4.report.replay import sha256_of
 
 from . import test_slurm
 from .test_integration import assert_nothing_left, check_junit, properties, run_ids, run_pytest

@@ -1,6 +1,6 @@
-from pytest_llama4.engines.dynamo_mocker import HEALTH_COMPONENT
-from pytest_llama4.readiness import missing_workers, registered_components
-from pytest_llama4.topology import make_plan
+from pytest_llama4.config.topology import make_plan
+from pytest_llama4.deploy.engines.dynamo_mocker import HEALTH_COMPONENT
+from pytest_llama4.deploy.readiness import missing_workers, registered_components
 
 
 def _health(*components):

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llama4 import replay
-from pytest_llama4.replay import nodeid_key, sha256_of
-from pytest_llama4.settings import Settings
+from pytest_llama4.config import resolve
+from pytest_llama4.config.settings import Settings
+from pytest_llama4.report import replay
+from pytest_llama4.report.replay import nodeid_key, sha256_of
 
 from .test_integration import assert_nothing_left, check_junit, properties, run_ids
 
@@ -47,10 +48,10 @@ def test_a_mounted_engine_config_is_replayed_in_place_only_while_unchanged(tmp_p
     assert entry == {"read": str(host), "copy": "inputs/engine_config.yaml", "sha256": sha256_of(host),
                      "container_path": "/mnt/eagle_agg.yaml"}
     assert replay.copy_input(run_dir, "engine_config", Path("/opt/in-image.yaml"), settings) is None
-    assert replay.verified_input(run_dir, "r1", "engine_config", entry) == "/mnt/eagle_agg.yaml"
+    assert resolve.verified_input(run_dir, "r1", "engine_config", entry) == "/mnt/eagle_agg.yaml"
     host.write_text("max_batch_size: 16\n")
     with pytest.raises(pytest.UsageError, match=rf"changed since run r1.*restore it with `cp {run_dir}/inputs/engine"):
-        replay.verified_input(run_dir, "r1", "engine_config", entry)
+        resolve.verified_input(run_dir, "r1", "engine_config", entry)
 
 
 # --- runs of pytest ---------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tests for the OpenAI response-body JSON Schemas in ``pytest_llama4.schemas``.
+"""Tests for the OpenAI response-body JSON Schemas in ``pytest_llama4.api.schemas``.
 
 Positive samples come from OpenAI's API reference (the response examples in openai/openai-openapi
 ``openapi.json``, x-oaiMeta, with their JSON typos fixed) and from bodies captured from the real Dynamo
@@ -14,7 +14,7 @@ from importlib.resources import files
 import pytest
 from jsonschema import Draft202012Validator
 
-from pytest_llama4.schemas import schema_errors, validator
+from pytest_llama4.api.schemas import schema_errors, validator
 
 # --- OpenAI API reference examples -------------------------------------------------------------------------
 
@@ -424,7 +424,7 @@ def test_valid_bodies_pass(name: str, body: dict) -> None:
 
 
 def _schema_files() -> list[str]:
-    return sorted(e.name for e in files("pytest_llama4.schemas").iterdir() if e.name.endswith(".json"))
+    return sorted(e.name for e in files("pytest_llama4.api.schemas").iterdir() if e.name.endswith(".json"))
 
 
 def test_expected_schema_files_exist() -> None:
@@ -435,7 +435,7 @@ def test_expected_schema_files_exist() -> None:
 
 @pytest.mark.parametrize("filename", _schema_files())
 def test_schema_file_is_valid_draft_2020_12(filename: str) -> None:
-    schema = json.loads(files("pytest_llama4.schemas").joinpath(filename).read_text(encoding="utf-8"))
+    schema = json.loads(files("pytest_llama4.api.schemas").joinpath(filename).read_text(encoding="utf-8"))
     Draft202012Validator.check_schema(schema)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["$id"] == f"https://pytest-llama4/schemas/{filename}"

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llama4.settings import PROJECT_ROOT, host_path
+from pytest_llama4.config.paths import PROJECT_ROOT
+from pytest_llama4.config.settings import host_path
 
 BAD_SETTINGS = [
     (["--topology=mesh"], {}, "invalid choice: 'mesh'"),
@@ -39,7 +40,7 @@ def test_bad_setting_is_a_usage_error_with_the_fix(pytester, monkeypatch, args, 
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     pytester.makepyfile("def test_never_runs(): pass")
-    result = pytester.runpytest(*args)
+    result = pytester.runpytest("--llama4", *args)  # the environment alone does not switch the plugin on
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     errors = "\n".join(result.errlines)
     assert expected in errors
@@ -77,7 +78,7 @@ def test_help_works_even_with_a_bad_environment(pytester, monkeypatch):
 
 
 def test_markers_are_registered(pytester):
-    result = pytester.runpytest("--markers")
+    result = pytester.runpytest("--llama4", "--markers")
     for marker in ("schema", "streaming", "errors", "throughput", "memory", "speculative", "disagg", "gpu"):
         result.stdout.fnmatch_lines([f"@pytest.mark.{marker}:*"])
 

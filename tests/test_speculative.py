@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pytest_llama4 import golden, prometheus, speculative
+from pytest_llama4.measure import golden, prometheus, speculative
 
 # As Dynamo's trtllm worker re-exports TensorRT-LLM's collector (labels added by Dynamo).
 WORKER_METRICS = """\
@@ -46,7 +46,7 @@ def test_acceptance_length_matches_trtllm_per_iteration_definition():
 
 
 def test_max_draft_len_of_the_shipped_engine_configs(tmp_path):
-    from pytest_llama4.settings import PROJECT_ROOT
+    from pytest_llama4.config.paths import PROJECT_ROOT
     configs = PROJECT_ROOT / "engine_configs" / "llama4"
     assert speculative.max_draft_len(configs / "eagle" / "eagle_decode.yaml") == 1
     assert speculative.max_draft_len(configs / "eagle_one_model" / "eagle_decode.yaml") == 3

@@ -10,7 +10,7 @@ import json
 import pytest
 import yaml
 
-from pytest_llama4.settings import PROJECT_ROOT
+from pytest_llama4.config.paths import PROJECT_ROOT
 from tests.fault_server import MODEL, serve
 from tests.test_integration import SUITES, assert_nothing_left, run_pytest
 

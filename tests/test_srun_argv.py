@@ -1,9 +1,9 @@
 """The srun line for each kind of service, flag for flag (DESIGN.md section 8, the seed's multinode scripts)."""
 
-from pytest_llama4.engines.base import Command
-from pytest_llama4.launchers.allocation import Allocation, gres_gpus
-from pytest_llama4.launchers.slurm import srun_argv
-from pytest_llama4.topology import make_plan
+from pytest_llama4.config.topology import make_plan
+from pytest_llama4.deploy.engines.base import Command
+from pytest_llama4.deploy.launchers.allocation import Allocation, gres_gpus
+from pytest_llama4.deploy.launchers.slurm import srun_argv
 
 ALLOCATION = Allocation("4242", ("gb-01", "gb-02", "gb-03"))
 

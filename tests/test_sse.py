@@ -1,4 +1,4 @@
-from pytest_llama4.client import parse_sse
+from pytest_llama4.api.client import parse_sse
 
 
 def test_parses_data_events_and_done():

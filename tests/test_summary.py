@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llama4.summary import write_summary
-from pytest_llama4.telemetry import CSV_COLUMNS
+from pytest_llama4.measure.telemetry import CSV_COLUMNS
+from pytest_llama4.report.summary import write_summary
 
 PNG_PREFIX = "data:image/png;base64,"
 FAILED_NODEID = "suites/test_streaming.py::test_final_chunk_has_finish_reason[max_tokens=<1>]"
@@ -261,7 +261,7 @@ def test_without_matplotlib(tmp_path: Path, outcomes: list[dict], perf: dict, mo
 
 
 def _write_gpu_csv(run_dir: Path) -> None:
-    """gpu.csv as pytest_llama4.telemetry writes it: 2 nodes x 2 GPUs every 0.5 s, with a pause between tests.
+    """gpu.csv as pytest_llama4.measure.telemetry writes it: 2 nodes x 2 GPUs every 0.5 s, with a pause between tests.
 
     node1 GPU 0 climbs to 60 GiB in the first test; node2 GPU 1 reports no memory figures ([N/A] on its node).
     """

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llama4.engines.base import Command
-from pytest_llama4.launchers.local import LocalLauncher
-from pytest_llama4.topology import Service
+from pytest_llama4.config.topology import Service
+from pytest_llama4.deploy.engines.base import Command
+from pytest_llama4.deploy.launchers.local import LocalLauncher
 
 from .test_integration import assert_nothing_left, processes_of_run, run_ids, run_pytest
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import pynvml
 import pytest
 
-from pytest_llama4.launchers.allocation import Allocation
-from pytest_llama4.settings import Settings
-from pytest_llama4.telemetry import (
+from pytest_llama4.config.settings import Settings
+from pytest_llama4.deploy.launchers.allocation import Allocation
+from pytest_llama4.measure.telemetry import (
     CSV_COLUMNS,
     ENDPOINT_REASON,
     GpuMonitor,

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llama4.topology import DECODE, FRONTEND, PREFILL, WORKER, make_plan
+from pytest_llama4.config.topology import DECODE, FRONTEND, PREFILL, WORKER, make_plan
 
 
 def test_agg_is_frontend_plus_one_worker_on_one_node():

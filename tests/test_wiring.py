@@ -3,11 +3,10 @@
 from dataclasses import replace
 from pathlib import Path
 
-from pytest_llama4.deployment import plan_for
-from pytest_llama4.launchers.allocation import Allocation
-from pytest_llama4.launchers.slurm import SlurmLauncher, srun_argv
-from pytest_llama4.settings import Settings
-from pytest_llama4.wiring import wire
+from pytest_llama4.config.settings import Settings
+from pytest_llama4.deploy.launchers.allocation import Allocation
+from pytest_llama4.deploy.launchers.slurm import SlurmLauncher, srun_argv
+from pytest_llama4.deploy.wiring import wire
 
 ADDRESSES = {"gb-01": "10.0.0.1", "gb-02": "10.0.0.2"}
 
@@ -32,7 +31,7 @@ def srun_lines(settings: Settings, tmp_path: Path) -> dict[str, list[str]]:
     allocation = KnownAddresses("77", tuple(ADDRESSES))
     launcher = SlurmLauncher(allocation, "run", image=settings.image, mounts=settings.mounts)
     launcher.allocate_port = iter(range(30001, 30100)).__next__  # deterministic ports for the golden lines
-    plan = plan_for(settings)
+    plan = settings.plan
     wiring = wire(plan, settings, launcher, 8000, tmp_path, tmp_path / "configs")
     return {s.name: srun_argv(s, c, allocation, step_name=s.name, image=settings.image, mounts=settings.mounts)
             for s, c in wiring.commands.items()}
@@ -68,7 +67,7 @@ def test_seed_disagg_on_two_gb200_nodes(tmp_path):
 def test_worker_environment_points_at_the_head_node(tmp_path):
     allocation = KnownAddresses("77", tuple(ADDRESSES))
     launcher = SlurmLauncher(allocation, "run")
-    wiring = wire(plan_for(SEED), SEED, launcher, 8000, tmp_path, tmp_path / "configs")
+    wiring = wire(SEED.plan, SEED, launcher, 8000, tmp_path, tmp_path / "configs")
     decode = next(c for s, c in wiring.commands.items() if s.name == "decode-0")
     assert decode.env["ETCD_ENDPOINTS"].startswith("10.0.0.1:")
     assert decode.env["NATS_SERVER"].startswith("nats://10.0.0.1:")

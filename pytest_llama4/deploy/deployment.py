@@ -1,0 +1,175 @@
+"""A running deployment: started from a plan through a launcher, ready-checked, watched, and always stopped."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from ..config.settings import Settings
+from ..config.topology import Plan, Service
+from . import interrupts, readiness, services
+from .engines import dynamo_mocker
+from .engines.base import Command
+from .launchers.base import Launcher, ServiceHandle
+from .logtail import framed
+from .wiring import Wiring, wire
+
+STOP_GRACE_SECONDS = 10.0
+
+
+class DeploymentError(Exception):
+    """The deployment could not be brought up, or a service of it died; the message holds the evidence."""
+
+
+@dataclass
+class Deployment:
+    settings: Settings
+    plan: Plan | None  # None for an endpoint we did not launch
+    base_url: str
+    logs_dir: Path
+    launcher: Launcher | None = None
+    handles: list[ServiceHandle] = field(default_factory=list)
+    scratch_dir: Path | None = None  # discovery store and control-plane data, removed on stop
+    stopped: bool = False
+
+    @property
+    def served_model(self) -> str:
+        return self.settings.served_model_name
+
+    def describe(self) -> str:
+        shape = self.plan.describe() if self.plan else "existing endpoint"
+        return f"{self.settings.engine} {shape} at {self.base_url}, model {self.served_model}"
+
+    def dead_services(self) -> list[ServiceHandle]:
+        return [h for h in self.handles if h.returncode() is not None]
+
+    def raise_if_died(self) -> None:
+        """A service that exits while we rely on it is a failure, shown with its log tail."""
+        dead = self.dead_services()
+        if dead:
+            details = "\n".join(
+                f"{h.service.name} exited with status {h.returncode()}\n{framed(h.service.name, h.log_path)}"
+                for h in dead)
+            raise DeploymentError(f"deployment service(s) died: {', '.join(h.service.name for h in dead)}\n{details}")
+
+    def stop(self) -> None:
+        """Stop services in reverse start order (workers, frontend, control plane), then release what the
+        launcher holds (an allocation it requested); safe to call twice."""
+        if self.stopped:
+            return
+        self.stopped = True
+        try:
+            for handle in reversed(self.handles):
+                try:
+                    handle.stop(STOP_GRACE_SECONDS)
+                except OSError:
+                    continue  # one unstoppable service must not keep the others running
+        finally:
+            if self.launcher is not None:
+                self.launcher.close()
+            if self.scratch_dir is not None:
+                shutil.rmtree(self.scratch_dir, ignore_errors=True)
+
+
+def connect_endpoint(settings: Settings, logs_dir: Path) -> Deployment:
+    """Use a deployment someone else started: launch nothing, check it serves the model."""
+    deployment = Deployment(settings, None, str(settings.endpoint).rstrip("/"), logs_dir)
+    _wait_ready(deployment)
+    return deployment
+
+
+BeforeStart = Callable[[Settings, Plan, Wiring, Launcher], Settings]
+
+
+def launch(settings: Settings, run_dir: Path, launcher: Launcher, before_start: BeforeStart | None = None
+           ) -> Deployment:
+    """Start every planned service, wait for readiness; on any failure stop what started, then raise.
+
+    Logs go to `run_dir/logs/<service>.log`, the resolved engine configs to `run_dir/engine_configs/`,
+    the discovery store to `run_dir/.scratch/` (the reports directory is usually on a filesystem every node sees).
+    `before_start` (preflight) sees the wiring before anything starts; it raises to stop the launch, or returns the
+    settings to run with (the Dynamo release it found), and the services are wired again for them on the same ports.
+    """
+    plan = settings.plan
+    logs_dir = run_dir / "logs"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    deployment = Deployment(settings, plan, "", logs_dir, launcher=launcher,
+                            scratch_dir=Path(tempfile.mkdtemp(prefix=".scratch-", dir=run_dir)))
+    try:
+        http_port = settings.http_port or launcher.allocate_port()  # preflight checks it is free where it binds
+        deployment.base_url = f"http://{launcher.host}:{http_port}"
+        wiring = wire(plan, settings, launcher, http_port, deployment.scratch_dir, run_dir / "engine_configs")
+        if before_start is not None:
+            settings = deployment.settings = before_start(settings, plan, wiring, launcher)
+            wiring = wire(plan, settings, launcher, http_port, deployment.scratch_dir, run_dir / "engine_configs",
+                          reuse_ports=wiring.taken)
+        services.write(run_dir, [_record(service, command, launcher, logs_dir)
+                                 for service, command in wiring.commands.items()])
+        for service, command in wiring.commands.items():
+            with interrupts.deferred():
+                deployment.handles.append(launcher.start(service, command, logs_dir / f"{service.name}.log"))
+            if service in wiring.ports:
+                _wait_for_port(deployment, service, launcher.host, wiring.ports[service])
+        _wait_ready(deployment)
+    except BaseException:
+        deployment.stop()
+        raise
+    return deployment
+
+
+def _record(service: Service, command: Command, launcher: Launcher, logs_dir: Path) -> services.ServiceRecord:
+    system_port = command.env.get("DYN_SYSTEM_PORT")
+    return services.ServiceRecord(
+        service.name, service.role, launcher.node_names(service), launcher.node_address(service),
+        str(logs_dir / f"{service.name}.log"), command.argv, services.redact(command.env),
+        int(system_port) if system_port else None)
+
+
+def _wait_for_port(deployment: Deployment, service: Service, host: str, port: int) -> None:
+    """etcd and NATS must accept connections before the frontend and workers start."""
+    deadline = time.monotonic() + deployment.settings.startup_timeout
+    while time.monotonic() < deadline:
+        _raise_if_died_during_startup(deployment)
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    handle = next(h for h in deployment.handles if h.service == service)
+    raise DeploymentError(f"{service.name} is not listening on {host}:{port} after "
+                          f"{deployment.settings.startup_timeout:g}s\n{framed(service.name, handle.log_path)}")
+
+
+def _wait_ready(deployment: Deployment) -> None:
+    session = requests.Session()
+    state = readiness.wait_until_ready(
+        lambda time_left: readiness.check_once(session, deployment.base_url, deployment.plan,
+                                               deployment.served_model, dynamo_mocker.HEALTH_COMPONENT, time_left),
+        deployment.settings.startup_timeout,
+        on_poll=lambda: _raise_if_died_during_startup(deployment),
+    )
+    if not state.ready:
+        raise DeploymentError(_timeout_message(deployment, state))
+
+
+def _raise_if_died_during_startup(deployment: Deployment) -> None:
+    interrupts.raise_if_received()
+    try:
+        deployment.raise_if_died()
+    except DeploymentError as error:
+        raise DeploymentError(f"deployment failed before it was ready: {error}") from None
+
+
+def _timeout_message(deployment: Deployment, state: readiness.Readiness) -> str:
+    lines = [f"deployment not ready after {deployment.settings.startup_timeout:g}s "
+             f"(--startup-timeout): {deployment.describe()}", *(f"  missing: {m}" for m in state.missing)]
+    blamed = readiness.roles_to_blame(state, [h.service.role for h in deployment.handles])
+    lines += [framed(h.service.name, h.log_path) for h in deployment.handles if h.service.role in blamed]
+    return "\n".join(lines)

@@ -1,0 +1,362 @@
+"""Preflight: after the wiring is known and before any engine starts, one check step on every node of the plan
+proves that what the engines will need is there, and probes the Dynamo release that picks the workers' flags.
+
+The step is a launched service like the others (`srun --overlap` over all the plan's nodes, inside the image when
+there is one; a local process otherwise), so it sees paths, GPUs, ports and Python exactly as the services will.
+It runs a self-contained script (`PROBE`, standard library only: our package is not on the nodes) that prints one
+JSON line of facts per node; the verdicts are made here, each naming the node, the check and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ..config.settings import Settings
+from ..config.topology import Plan, Service
+from . import interrupts
+from .deployment import STOP_GRACE_SECONDS
+from .engines import dynamo_trtllm
+from .engines.base import Command
+from .launchers.base import Launcher
+from .logtail import framed
+from .wiring import Wiring
+
+CHECKS = {
+    "model": "the model path is readable on every node of a worker",
+    "engine-configs": "every service's engine config is readable where it runs",
+    "engine-config-keys": "TensorRT-LLM accepts every key of the engine configs",
+    "gpus": "every node has NUM_GPUS_PER_NODE GPUs (GPU engines)",
+    "gpu-memory": "no process holds GPU memory yet (GPU engines)",
+    "ports": "the planned ports are free on the nodes that bind them",
+    "shm": "/dev/shm has room",
+    "dynamo-version": "the Dynamo release the services run, which picks the workers' flags",
+}
+ALL = "all"
+# TensorRT-LLM's MPI ranks, NCCL and the UCX KV-cache transfer stage through /dev/shm; docker's default 64 MiB fails.
+SHM_MIN_BYTES = 1 << 30
+SERVICE = Service("preflight", 0, node=0)
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+class PreflightError(Exception):
+    """A node cannot run the planned deployment; nothing was launched. The message names node, check and fix."""
+
+
+class PreflightWarning(UserWarning):
+    """Preflight found something worth knowing that does not stop the run."""
+
+
+# One JSON line of facts for the node this task runs on (SLURMD_NODENAME; a local run has one node).
+PROBE = r'''
+import json, os, shutil, socket, subprocess, sys
+spec = json.loads(sys.argv[1])
+name = os.environ.get("SLURMD_NODENAME", "")
+if name not in spec["nodes"] and len(spec["nodes"]) == 1:
+    name = next(iter(spec["nodes"]))
+node = spec["nodes"].get(name, {"paths": [], "ports": [], "validate": []})
+
+def unreadable(path):
+    try:
+        if os.path.isdir(path):
+            os.listdir(path)
+        else:
+            open(path, "rb").close()
+    except OSError as error:
+        return error.strerror or str(error)
+
+def busy(port):
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no conflict
+        try:
+            sock.bind(("", port))
+        except OSError:
+            return True
+    return False
+
+def smi(*args):
+    try:
+        return subprocess.run(["nvidia-smi", *args], capture_output=True, text=True, timeout=60).stdout.splitlines()
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+
+def dynamo():
+    from importlib import metadata
+    for dist in ("ai-dynamo", "ai-dynamo-runtime"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+
+def validate(path):
+    try:
+        import yaml, tensorrt_llm
+        from pydantic import ValidationError
+        from tensorrt_llm.llmapi.llm_args import TorchLlmArgs
+    except Exception as error:
+        return {"validator": None, "why": f"{type(error).__name__}: {error}"}
+    found = {"validator": "tensorrt_llm " + getattr(tensorrt_llm, "__version__", "?"), "errors": []}
+    try:
+        with open(path) as f:
+            TorchLlmArgs(**{"skip_tokenizer_init": True, "model": spec["model"], **(yaml.safe_load(f) or {})})
+    except ValidationError as error:
+        found["errors"] = [{"key": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in error.errors()]
+    except Exception as error:
+        found["errors"] = [{"key": "", "message": f"{type(error).__name__}: {error}"}]
+    return found
+
+facts = {"preflight": name, "hostname": socket.gethostname(),
+         "unreadable": {p: why for p in node["paths"] if (why := unreadable(p))},
+         "busy_ports": [p for p in node["ports"] if busy(p)],
+         "shm_free": shutil.disk_usage("/dev/shm").free if os.path.isdir("/dev/shm") else 0,
+         "dynamo": dynamo() if spec["dynamo"] else None,
+         "validated": {p: validate(p) for p in node["validate"]}}
+if spec["gpus"]:
+    facts["gpus"] = sum(1 for line in smi("-L") if line.startswith("GPU "))
+    facts["gpu_apps"] = smi("--query-compute-apps=pid,used_memory", "--format=csv,noheader")
+print(json.dumps(facts), flush=True)
+'''
+
+
+@dataclass(frozen=True)
+class Failure:
+    node: str
+    check: str
+    problem: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.node}: {self.check}: {self.problem}; fix: {self.fix}"
+
+
+@dataclass
+class NodePlan:
+    """What one node is asked to prove, and what each path or port stands for (for the messages)."""
+
+    paths: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # path -> (check, what it is)
+    ports: dict[int, str] = dataclasses.field(default_factory=dict)  # port -> what binds it
+    validate: dict[str, str] = dataclasses.field(default_factory=dict)  # engine config -> the service reading it
+
+    def spec(self) -> dict:
+        return {"paths": list(self.paths), "ports": list(self.ports), "validate": list(self.validate)}
+
+
+def skipped(settings: Settings) -> frozenset[str]:
+    """The checks --skip-preflight names; an unknown name is a usage error."""
+    names = {n.strip() for n in (settings.skip_preflight or "").split(",") if n.strip()}
+    if ALL in names:
+        return frozenset(CHECKS)
+    unknown = sorted(names - set(CHECKS))
+    if unknown:
+        raise pytest.UsageError(f"--skip-preflight: unknown check(s) {', '.join(unknown)}; choose from "
+                                f"{', '.join(CHECKS)}, or {ALL}")
+    return frozenset(names)
+
+
+def applicable(settings: Settings) -> set[str]:
+    """The mocker needs no GPU and reads JSON, not LLM-API YAML; trtllm-serve runs no Dynamo."""
+    if settings.engine == "mocker":
+        return set(CHECKS) - {"gpus", "gpu-memory", "engine-config-keys"}
+    return set(CHECKS) - ({"dynamo-version"} if settings.engine == "trtllm-serve" else set())
+
+
+def check(settings: Settings, plan: Plan, wiring: Wiring, launcher: Launcher, *, run_dir: Path,
+          declared_version: str | None) -> Settings:
+    """Run the checks settings do not skip; raise PreflightError naming every failure. Returns the settings to run
+    with: `dynamo_version` is the release the nodes run, when probed."""
+    checks = applicable(settings) - skipped(settings)
+    if not checks:
+        return settings
+    nodes = node_plans(settings, plan, wiring, launcher, checks)
+    spec = {"nodes": {name: node.spec() for name, node in nodes.items()}, "model": wiring.model,
+            "gpus": bool(checks & {"gpus", "gpu-memory"}), "dynamo": "dynamo-version" in checks}
+    log_path = run_dir / "preflight.log"  # beside preflight.json: logs/ holds the services' logs only
+    facts = run_probe(launcher, _python(plan, wiring), spec, plan.num_nodes, log_path, settings.startup_timeout)
+    failures = [f for name, node in nodes.items() for f in judge(name, node, facts.get(name), settings, checks)]
+    version = None
+    if "dynamo-version" in checks:
+        version, wrong = dynamo_release(facts, settings, declared_version)
+        failures += wrong
+    (run_dir / "preflight.json").write_text(json.dumps(
+        {"checks": sorted(checks), "nodes": facts, "failures": [str(f) for f in failures],
+         "dynamo_version": version}, indent=1))
+    if failures:
+        raise PreflightError(_report(failures, log_path))
+    return dataclasses.replace(settings, dynamo_version=version) if version else settings
+
+
+def node_plans(settings: Settings, plan: Plan, wiring: Wiring, launcher: Launcher, checks: set[str]
+               ) -> dict[str, NodePlan]:
+    """Per node (as the launcher names them): the model on every node of a worker, each engine config and port on
+    the service's first node (rank 0 reads the config and binds the ports), configs to validate once each."""
+    nodes: dict[str, NodePlan] = {}
+    validated: set[str] = set()
+    for service in wiring.commands:
+        names = launcher.node_names(service)
+        for name in names:
+            node = nodes.setdefault(name, NodePlan())
+            if "model" in checks and service.is_worker and Path(wiring.model).is_absolute():  # else a hub id
+                node.paths[wiring.model] = ("model", f"{wiring.model} (--model/MODEL_PATH)")
+        head = nodes[names[0]]
+        config = wiring.engine_configs.get(service)
+        if config and "engine-configs" in checks:
+            head.paths.setdefault(config, ("engine-configs", f"{service.name}'s engine config {config}"))
+        if config and "engine-config-keys" in checks and config.endswith(YAML_SUFFIXES) and config not in validated:
+            head.validate[config] = service.name
+            validated.add(config)
+        if "ports" in checks:
+            head.ports |= {port: _port_owner(port, service, settings) for port in wiring.listens.get(service, [])}
+    return nodes
+
+
+def _port_owner(port: int, service: Service, settings: Settings) -> str:
+    return f"--http-port={port}" if port == settings.http_port else f"port {port} of {service.name}"
+
+
+def _python(plan: Plan, wiring: Wiring) -> str:
+    """The interpreter the services run (this venv's for the mocker, the image's python3 for Dynamo + TensorRT-LLM),
+    so the probe sees the Python packages they will."""
+    program = wiring.commands[plan.frontend].argv[0]
+    return program if "python" in Path(program).name else "python3"
+
+
+def run_probe(launcher: Launcher, python: str, spec: dict, node_count: int, log_path: Path, timeout: float
+              ) -> dict[str, dict]:
+    """The check step, launched like a service over all the plan's nodes and always stopped; facts by node."""
+    service = dataclasses.replace(SERVICE, node_count=node_count)
+    handle = launcher.start(service, Command((python, "-c", PROBE, json.dumps(spec))), log_path)
+    try:
+        deadline = time.monotonic() + timeout
+        while handle.returncode() is None:
+            interrupts.raise_if_received()
+            if time.monotonic() > deadline:
+                raise PreflightError(f"the preflight step did not finish within {timeout:g}s (--startup-timeout)\n"
+                                     f"{framed('preflight', log_path)}")
+            time.sleep(0.1)
+    finally:
+        handle.stop(STOP_GRACE_SECONDS)
+    facts = {}
+    for line in log_path.read_text(errors="replace").splitlines():
+        if line.startswith('{"preflight"'):
+            entry = json.loads(line)
+            facts[entry["preflight"]] = entry
+    return facts
+
+
+def judge(name: str, node: NodePlan, facts: dict | None, settings: Settings, checks: set[str]) -> list[Failure]:
+    if facts is None:
+        return [Failure(name, "preflight", "the check step printed nothing for this node",
+                        "read the log below: the step failed there before checking anything")]
+    failures = [_unreadable(name, node.paths[path], why, settings) for path, why in facts["unreadable"].items()]
+    failures += [_busy(name, node.ports[port]) for port in facts["busy_ports"]]
+    if "shm" in checks and facts["shm_free"] < SHM_MIN_BYTES:
+        failures.append(Failure(name, "shm", f"/dev/shm has {facts['shm_free'] / 2**30:.2f} GiB free, less than "
+                                             f"{SHM_MIN_BYTES / 2**30:g} GiB",
+                                f"free /dev/shm on {name} (files left by an earlier run, e.g. /dev/shm/moe_*), or "
+                                "give the container a larger /dev/shm"))
+    if "gpus" in checks and "gpus" in facts and facts["gpus"] != settings.gpus_per_node:
+        failures.append(Failure(name, "gpus", f"{facts['gpus']} GPU(s) listed by nvidia-smi -L, NUM_GPUS_PER_NODE "
+                                              f"is {settings.gpus_per_node}",
+                                f"request nodes with {settings.gpus_per_node} GPUs (salloc --gpus-per-node="
+                                f"{settings.gpus_per_node}), or set NUM_GPUS_PER_NODE (--gpus-per-node) to what the "
+                                "nodes have"))
+    if "gpu-memory" in checks and facts.get("gpu_apps"):
+        failures.append(Failure(name, "gpu-memory", "processes already hold GPU memory (pid, MiB): "
+                                + "; ".join(facts["gpu_apps"]),
+                                f"stop them (left by an earlier deployment? `nvidia-smi` on {name}) or wait until "
+                                "the node is free"))
+    for path, result in facts["validated"].items():
+        failures += _rejected_keys(name, path, node.validate[path], result, settings)
+    return failures
+
+
+def _unreadable(node: str, path: tuple[str, str], why: str, settings: Settings) -> Failure:
+    check_name, what = path
+    where = " (inside the container: mount it with --mounts/MOUNTS)" if settings.image else ""
+    fix = (f"put it at that path on {node}{where}, e.g. on a filesystem every node mounts"
+           + (", or point --model/MODEL_PATH at a path every node sees" if check_name == "model" else ""))
+    return Failure(node, check_name, f"{what} is not readable there: {why}", fix)
+
+
+def _busy(node: str, owner: str) -> Failure:
+    if owner.startswith("--http-port"):
+        return Failure(node, "ports", f"{owner}: the port is already in use on {node}",
+                       f"stop what holds it (`ss -ltnp` on {node}) or pass --http-port=0 to pick a free port")
+    return Failure(node, "ports", f"{owner} is already in use on {node}",
+                   f"run again (ports are picked free on this host, and {node} uses this one: `ss -ltnp` there "
+                   "shows what holds it)")
+
+
+def _rejected_keys(node: str, path: str, service: str, result: dict, settings: Settings) -> list[Failure]:
+    """TensorRT-LLM's own verdict where it imports on the node; else the shipped key list's, on this host."""
+    if result["validator"] is not None:
+        where = "in the container" if settings.image else f"on {node}"
+        findings = [(e["key"], f"{e['message']} (TorchLlmArgs of {result['validator']} {where})")
+                    for e in result["errors"]]
+    else:
+        findings = _lint_here(path, settings, f"tensorrt_llm is not importable on {node}: {result['why']}")
+    return [Failure(node, "engine-config-keys", f"{service}'s engine config {path}: "
+                                                + (f"'{key}': " if key else "") + message,
+                    (f"remove or rename '{key}'" if key else "correct the file")
+                    + f" (`pytest-llama4 lint-config {path}` suggests the spelling), or "
+                      "--skip-preflight=engine-config-keys") for key, message in findings]
+
+
+def _lint_here(path: str, settings: Settings, why: str) -> list[tuple[str, str]]:
+    """The fallback: config_lint's key list, on the file as this host sees it (through MOUNTS for an image)."""
+    local = settings.on_host(Path(path))
+    if local is None or not local.is_file():
+        return []  # only the image has it: nothing to lint it against here
+    from ..config import lint as config_lint  # the linter's key schema is only needed on this path
+
+    return [(f.key, f"{f.message} ({config_lint.known_keys().source}; {why})")
+            for f in config_lint.errors(config_lint.lint_file(local))]
+
+
+def dynamo_release(facts: dict[str, dict], settings: Settings, declared: str | None
+                   ) -> tuple[str | None, list[Failure]]:
+    """The one Dynamo release every node runs, and failures for nodes without Dynamo or disagreeing nodes. A release
+    other than an explicitly given --dynamo-version is reported; the probed one wins."""
+    found = {name: entry["dynamo"] for name, entry in facts.items()}
+    failures = [Failure(name, "dynamo-version", "no Dynamo (ai-dynamo) in the Python the services run",
+                        "use an image (or environment) with Dynamo, or --skip-preflight=dynamo-version to trust "
+                        "--dynamo-version") for name, version in found.items() if version is None]
+    releases = sorted({v for v in found.values() if v})
+    if len(releases) > 1:
+        failures.append(Failure(", ".join(found), "dynamo-version", "the nodes run different Dynamo releases: "
+                                + ", ".join(f"{n} {v}" for n, v in found.items()), "run every node on one image"))
+    if len(releases) != 1 or failures:
+        return None, failures
+    (version,) = releases
+    uses = "the run uses it"
+    if settings.engine == "dynamo-trtllm":
+        try:
+            uses = f"the dynamo.trtllm workers get its flags (argv shape {dynamo_trtllm.worker_shape(version).since})"
+        except ValueError as error:
+            return None, [Failure(", ".join(found), "dynamo-version", str(error), "use a newer image")]
+    if declared and not _same_release(declared, version):
+        warnings.warn(PreflightWarning(f"--dynamo-version={declared} was given, but the nodes run Dynamo {version}: "
+                                       f"{uses}"), stacklevel=2)
+    return version, failures
+
+
+def _same_release(declared: str, probed: str) -> bool:
+    """'1.6' names every 1.6.x; '1.6.1' only itself."""
+    given, found = re.findall(r"\d+", declared), re.findall(r"\d+", probed)
+    return found[:len(given)] == given
+
+
+def _report(failures: list[Failure], log_path: Path) -> str:
+    lines = ["preflight found problems; nothing was launched:", *(f"  {f}" for f in failures),
+             f"skip a check that cannot apply with --skip-preflight=CHECK[,CHECK] (or {ALL}); "
+             f"the step's log: {log_path}"]
+    if any(f.check == "preflight" for f in failures):
+        lines.append(framed("preflight", log_path))
+    return "\n".join(lines)

@@ -1,0 +1,172 @@
+"""The fixtures suites use. Suites never touch a launcher: these work unchanged for every launcher."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import openai
+import pytest
+
+from ..api.client import ApiClient
+from ..config.settings import Settings
+from ..deploy import services
+from ..deploy.deployment import Deployment, DeploymentError
+from ..deploy.fixture_model import ensure_model_dir
+from ..measure.host_memory import NO_SERVICES_OF_OURS
+from ..measure.profiles import Profile
+from ..measure.telemetry import GpuMonitor, NoGpu, monitor_for_run
+from . import properties
+from .session import Run, current_run
+from .startup import STARTUP_ERRORS, private_deployment, start_deployment
+from .xdist import ask_controller
+
+
+@pytest.fixture(scope="session")
+def llama4_settings(pytestconfig: pytest.Config) -> Settings:
+    """The resolved run settings (topology, engine, served model, ...)."""
+    return current_run(pytestconfig).settings
+
+
+@pytest.fixture(scope="session")
+def deployment(pytestconfig: pytest.Config, record_testsuite_property) -> Iterator[Deployment]:
+    """The deployment under test: launched once per session (or an --endpoint), stopped at the end.
+    Under pytest-xdist the controller launches it once for all workers (pytest_llama4.plugin.xdist)."""
+    run = current_run(pytestconfig)
+    shared = getattr(pytestconfig, "workerinput", {}).get("llama4_shared")
+    try:
+        dep = _from_controller(run) if shared else start_deployment(pytestconfig)
+    except STARTUP_ERRORS as error:
+        pytest.exit(f"pytest-llama4: {error}", returncode=pytest.ExitCode.TESTS_FAILED)
+    record_testsuite_property("deployment", dep.describe())
+    yield dep
+    if not shared and not run.settings.keep_deployment:
+        dep.stop()
+
+
+def _from_controller(run: Run) -> Deployment:
+    """The controller's deployment as a worker sees it: its address only; the controller watches and stops it."""
+    answer = ask_controller(run.run_dir, run.settings.startup_timeout + 60)
+    if "error" in answer:
+        raise DeploymentError(answer["error"])
+    return Deployment(run.settings, run.settings.plan if answer["launched"] else None,
+                      answer["base_url"], run.logs_dir)
+
+
+@pytest.fixture(scope="session")
+def private_deployments(llama4_settings: Settings, pytestconfig: pytest.Config
+                        ) -> Callable[..., AbstractContextManager[Deployment]]:
+    """`with private_deployments("name", speedup_ratio=1) as dep:` a second deployment of this run's settings
+    with some changed, for checks that must disturb or re-speed one. The mocker only: a cluster engine's second
+    deployment would need GPUs of its own."""
+    if llama4_settings.launcher == "endpoint" or llama4_settings.engine != "mocker":
+        pytest.skip(f"needs a second, private deployment, which only --engine=mocker can launch beside the one under "
+                    f"test (--engine={llama4_settings.engine} --launcher={llama4_settings.launcher})")
+    return functools.partial(private_deployment, pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def launched_services(pytestconfig: pytest.Config, deployment: Deployment) -> list[services.ServiceRecord]:
+    """What the plugin launched (reports/<run-id>/services.json): each service's role, nodes, log and metrics port.
+    Under pytest-xdist this is how a worker reaches the controller's services."""
+    records = services.read(current_run(pytestconfig).run_dir)
+    if deployment.plan is None or not records:
+        pytest.skip(NO_SERVICES_OF_OURS)
+    return records
+
+
+@pytest.fixture
+def gpu_monitor(pytestconfig: pytest.Config, deployment: Deployment) -> Iterator[GpuMonitor]:
+    """Per-GPU memory and utilisation on every node of the deployment during the test (reports/<run-id>/gpu.csv);
+    skips with the exact reason where there is no GPU to sample."""
+    run = current_run(pytestconfig)
+    with contextlib.ExitStack() as stack:
+        try:
+            monitor = stack.enter_context(monitor_for_run(run.settings, run.run_dir, run.slurm_allocation()))
+        except NoGpu as reason:
+            pytest.skip(str(reason))
+        yield monitor
+
+
+@pytest.fixture(scope="session")
+def served_model(deployment: Deployment) -> str:
+    return deployment.served_model
+
+
+@pytest.fixture(scope="session")
+def base_url(deployment: Deployment) -> str:
+    return deployment.base_url
+
+
+@pytest.fixture(scope="session")
+def api(deployment: Deployment) -> ApiClient:
+    """Raw HTTP access to the deployment's OpenAI API (malformed bodies, headers, SSE framing)."""
+    return ApiClient(deployment.base_url, deployment.served_model)
+
+
+@pytest.fixture(scope="session")
+def openai_client(deployment: Deployment) -> openai.OpenAI:
+    """The official OpenAI SDK pointed at the deployment: what users' applications will run."""
+    return openai.OpenAI(base_url=f"{deployment.base_url}/v1", api_key="not-used", max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def record_testsuite_property(pytestconfig: pytest.Config) -> Callable[[str, object], None]:
+    """pytest's own, made to work under pytest-xdist: a worker's properties reach the controller's junit.xml."""
+    return functools.partial(properties.record, current_run(pytestconfig).run_dir)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _llama4_run_properties(pytestconfig: pytest.Config, record_testsuite_property) -> None:
+    """Every run's settings go into the JUnit report as testsuite properties."""
+    run = current_run(pytestconfig)
+    record_testsuite_property("run_id", run.run_id)
+    for name, value in run.settings.as_properties().items():
+        record_testsuite_property(name, value)
+
+
+@pytest.fixture(scope="session")
+def profile(pytestconfig: pytest.Config) -> Profile:
+    """The hardware profile whose floors and ceilings the throughput suite gates on."""
+    found = current_run(pytestconfig).profile
+    if found is None:
+        pytest.skip(f"no throughput profile for --engine={current_run(pytestconfig).settings.engine}: pass "
+                    "--profile=NAME (fixtures/profiles/) or --profile-file=PATH")
+    return found
+
+
+@pytest.fixture(scope="session")
+def perf_log(pytestconfig: pytest.Config) -> Callable[[dict], None]:
+    """Record one scenario's results; all of them are written to reports/<run-id>/perf.json at the end."""
+    return current_run(pytestconfig).record_perf
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(llama4_settings: Settings) -> Path | None:
+    """The served model's tokenizer, when it is on this machine: prompts are then token-exact."""
+    if llama4_settings.model:
+        local = Path(llama4_settings.model)
+        return local if (local / "tokenizer.json").is_file() else None
+    return ensure_model_dir() if llama4_settings.engine == "mocker" else None
+
+
+EXCLUSIVE_MARKERS = ("throughput", "memory", "exclusive")
+
+
+@pytest.fixture(autouse=True)
+def _llama4_run_lock(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A readers-writer lock across every process of the run (xdist workers share the run directory):
+    measuring and disruptive tests hold it exclusively, so they never overlap another test; the rest share it."""
+    exclusive = any(request.node.get_closest_marker(name) for name in EXCLUSIVE_MARKERS)
+    run_dir = current_run(request.config).run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / ".run.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

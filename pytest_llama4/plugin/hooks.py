@@ -1,0 +1,204 @@
+"""The hooks of an active pytest-llama4 session: settings, report paths, waivers, watchdog, teardown on signals.
+Registered by `activate` only in sessions that asked for pytest-llama4 (plugin/activation.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from ..config.resolve import resolve
+from ..deploy import interrupts, preflight
+from ..deploy.launchers import slurm_preflight
+from ..deploy.readiness import CONNECTION_ERRORS, answers
+from ..measure import profiles
+from ..report import dryrun, provenance, replay
+from ..report.summary import write_summary
+from . import properties, waivers
+from .session import RUN_KEY, STARTED_KEY, Run, current_run, new_run_id
+from .startup import start_deployment
+from .xdist import SharedDeploymentHost
+
+MARKERS = {
+    "schema": "OpenAI response schemas and semantics",
+    "streaming": "server-sent-event streaming",
+    "errors": "bad input answered with clear 4xx errors",
+    "throughput": "throughput floors (runs alone)",
+    "memory": "memory limits (runs alone)",
+    "speculative": "speculative decoding acceptance",
+    "disagg": "disaggregated serving checks",
+    "config": "engine config checks",
+    "slow": "takes more than a few seconds",
+    "gpu": "needs GPU telemetry",
+    "exclusive": "runs alone on the deployment (it may disturb other tests)",
+}
+
+
+def activate(config: pytest.Config) -> None:
+    """Switch pytest-llama4 on for this session (this module is registered as its plugin): from the entry point's
+    pytest_configure, before junitxml's pytest_configure reads the report path."""
+    config.stash[STARTED_KEY] = time.monotonic()
+    for name, description in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {description}")
+    config.pluginmanager.import_plugin("pytest_llama4.plugin.fixtures")
+    run_id = getattr(config, "workerinput", {}).get("llama4_run_id") or new_run_id()
+    run = Run(resolve(config), run_id)
+    config.stash[RUN_KEY] = run
+    run.profile = profiles.resolve(run.settings.profile, run.settings.profile_file)
+    if run.profile and run.profile.engines and run.settings.engine not in run.profile.engines:
+        raise pytest.UsageError(f"profile {run.profile.name} sets limits for --engine "
+                                f"{'/'.join(run.profile.engines)}, not {run.settings.engine}: pick another --profile")
+    preflight.skipped(run.settings)  # an unknown check name is a usage error now, not at launch
+    if run.settings.dry_run:
+        dryrun.exit_with_plan(run)
+    if run.settings.launcher == "slurm":
+        run.allocation = slurm_preflight(run.settings, run.settings.plan.num_nodes)
+    if not hasattr(config, "workerinput") and not config.option.xmlpath:
+        run.junit_path = run.run_dir / "junit.xml"
+        config.option.xmlpath = str(run.junit_path)
+    replay.configure(config, run)
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(OutcomeRecorder(run), "llama4-outcomes")
+        config.pluginmanager.register(properties.JunitMerger(run.run_dir), "llama4-properties")
+        config.pluginmanager.register(provenance.Recorder(run), "llama4-provenance")
+    if config.pluginmanager.hasplugin("xdist"):
+        host = _host_for_workers(config, run)
+        config.pluginmanager.register(XdistHooks(run_id, shared=host is not None), "llama4-xdist")
+    interrupts.install()
+
+
+class XdistHooks:
+    """Every xdist worker writes into the controller's run directory and uses the controller's deployment."""
+
+    def __init__(self, run_id: str, shared: bool) -> None:
+        self.run_id = run_id
+        self.shared = shared
+
+    def pytest_configure_node(self, node) -> None:
+        node.workerinput["llama4_run_id"] = self.run_id
+        node.workerinput["llama4_shared"] = self.shared
+
+
+def _host_for_workers(config: pytest.Config, run: Run) -> SharedDeploymentHost | None:
+    """On the xdist controller (-n N): host the one deployment every worker will use."""
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None) or \
+            config.getoption("dist", "no") == "no":
+        return None
+
+    def start() -> dict:
+        deployment = start_deployment(config)
+        return {"base_url": deployment.base_url, "launched": deployment.plan is not None}
+
+    run.shared_host = SharedDeploymentHost(run.run_dir, start)
+    run.shared_host.open()
+    return run.shared_host
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    settings = current_run(config).settings
+    if settings.waivers is not None:
+        waivers.apply(items, waivers.load(settings.waivers), settings.engine)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The suites that will run (after -m / -k deselection), for the terminal summary."""
+    current_run(session.config).suites = sorted(
+        {m.name for item in session.items for m in item.iter_markers() if m.name in MARKERS})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Once the deployment stopped answering, the remaining tests that need it fail at once."""
+    interrupts.raise_if_received()
+    gone = current_run(item.config).unreachable
+    if gone and "deployment" in getattr(item, "fixturenames", ()):
+        pytest.fail(f"not run against the deployment: it {gone}", pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """A deployment service that died during a test fails that test, with the service's log tail; a test that
+    lost its connection checks whether the deployment still answers at all."""
+    interrupts.raise_if_received()
+    run = current_run(item.config)
+    try:
+        return (yield)
+    except CONNECTION_ERRORS as error:
+        if run.deployment is not None and not answers(run.deployment.base_url):
+            run.unreachable = f"stopped answering during {item.nodeid} ({type(error).__name__})"
+        raise
+    finally:
+        if run.deployment is not None:
+            run.deployment.raise_if_died()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The throughput suite runs once per scenario of the profile that fits this topology."""
+    if "profile_scenario" not in metafunc.fixturenames:
+        return
+    run = current_run(metafunc.config)
+    scenarios = run.profile.scenarios_for(run.settings.topology) if run.profile else []
+    if scenarios:
+        metafunc.parametrize("profile_scenario", scenarios, ids=[s.scenario.name for s in scenarios])
+        return
+    reason = (f"profile {run.profile.name} has no scenario for --topology={run.settings.topology}" if run.profile
+              else f"no throughput profile for --engine={run.settings.engine}: pass --profile or --profile-file")
+    metafunc.parametrize("profile_scenario", [pytest.param(None, marks=pytest.mark.skip(reason=reason))],
+                         ids=["no-scenario"])
+
+
+class OutcomeRecorder:
+    """Each test's outcome for the summary page; on the xdist controller too, where reports arrive from workers."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call" and report.passed:
+            return
+        if report.when == "teardown" and not report.failed:
+            return
+        outcome = report.outcome
+        if hasattr(report, "wasxfail"):
+            outcome = "xfailed" if report.skipped else "xpassed"
+        elif report.when != "call" and report.failed:
+            outcome = "error"
+        suite = next((name for name in MARKERS if name in report.keywords), "other")
+        self.run.outcomes.append(
+            {"nodeid": report.nodeid, "outcome": outcome, "duration": report.duration, "suite": suite})
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """perf.json and summary.html, written by the controller once every test has reported."""
+    run = current_run(session.config)
+    if hasattr(session.config, "workerinput") or run.junit_path is None:
+        return
+    perf_path = run.write_perf()
+    if run.deployment is not None or perf_path is not None:
+        perf = json.loads(perf_path.read_text()) if perf_path else None
+        run.summary_path = write_summary(run.run_dir, title=f"pytest-llama4 run {run.run_id}",
+                                         settings=run.settings.as_properties(),
+                                         deployment=run.deployment.describe() if run.deployment else None,
+                                         outcomes=run.outcomes, perf=perf)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Last line of defence: whatever path the session took, nothing launched outlives pytest."""
+    run = config.stash.get(RUN_KEY, None)
+    if run is None:
+        return
+    if run.deployment is not None and not run.settings.keep_deployment:
+        run.deployment.stop()
+    if run.shared_host is not None and not run.settings.keep_deployment:
+        run.shared_host.close()
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    lines = current_run(config).summary_lines()
+    if lines:
+        terminalreporter.section("pytest-llama4")
+        for line in lines:
+            terminalreporter.write_line(line)
+

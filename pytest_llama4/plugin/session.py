@@ -1,0 +1,117 @@
+"""Where a run's report goes, and the short terminal summary that points at it."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from ..config.settings import Settings
+from ..deploy.deployment import Deployment
+from ..deploy.launchers.allocation import Allocation, SlurmError, hostnames, slurm
+from ..measure.profiles import Profile
+from .xdist import SharedDeploymentHost
+
+
+def new_run_id() -> str:
+    """Sortable by start time, unique across concurrent runs: 20261124-203000-1a2b."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+@dataclass
+class Run:
+    """One pytest session's report directory, settings and (once started) deployment."""
+
+    settings: Settings
+    run_id: str
+    deployment: Deployment | None = None
+    allocation: Allocation | None = None  # the SLURM allocation pytest runs inside, checked at configure time
+    startup_seconds: float | None = None
+    junit_path: Path | None = None
+    suites: list[str] = field(default_factory=list)  # suite markers of the collected tests
+    profile: Profile | None = None
+    outcomes: list[dict] = field(default_factory=list)  # one entry per test, for the summary page
+    summary_path: Path | None = None
+    unreachable: str | None = None  # set once the deployment stops answering: later tests fail fast
+    shared_host: SharedDeploymentHost | None = None  # xdist controller: the deployment it hosts for workers
+    header: list[str] = field(default_factory=list)  # provenance: what the run ran on, atop the summary
+    notes: list[str] = field(default_factory=list)  # replay: what was replayed and selected
+
+    def record_perf(self, entry: dict) -> None:
+        """One measured scenario, kept as its own file so every xdist worker can add to the same run."""
+        parts = self.run_dir / ".perf"
+        parts.mkdir(parents=True, exist_ok=True)
+        (parts / f"{time.monotonic_ns()}-{os.getpid()}.json").write_text(json.dumps(entry))
+
+    def write_perf(self) -> Path | None:
+        """reports/<run-id>/perf.json (what --baseline reads next time), from every recorded scenario."""
+        parts = sorted((self.run_dir / ".perf").glob("*.json"), key=lambda p: int(p.name.split("-")[0]))
+        if not parts:
+            return None
+        path = self.run_dir / "perf.json"
+        path.write_text(json.dumps({
+            "run_id": self.run_id, "settings": self.settings.as_properties(),
+            "deployment": self.deployment.describe() if self.deployment else None,
+            "profile": self.profile.name if self.profile else None,
+            "scenarios": [json.loads(p.read_text()) for p in parts]}, indent=1))
+        shutil.rmtree(self.run_dir / ".perf", ignore_errors=True)
+        return path
+
+    def slurm_allocation(self) -> Allocation | None:
+        """The run's SLURM job: the one pytest runs inside, the one the launcher requested (--slurm-alloc, on the
+        controller), or, in an xdist worker of a --slurm-alloc run, the job the controller requested under the
+        run's name. None outside SLURM."""
+        if self.allocation is not None:
+            return self.allocation
+        requested = getattr(self.deployment.launcher, "allocation", None) if self.deployment is not None else None
+        if requested is not None or self.settings.launcher != "slurm":
+            return requested
+        try:
+            found = slurm("squeue", "-h", f"--name=pytest-llama4-{self.run_id}", "-o", "%i|%N").split()
+        except SlurmError:
+            return None
+        if not found:
+            return None
+        job_id, nodelist = found[0].split("|")
+        return Allocation(job_id, hostnames(nodelist))
+
+    @property
+    def run_dir(self) -> Path:
+        return self.settings.reports_dir / self.run_id
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    def summary_lines(self) -> list[str]:
+        lines = [*self.header, *self.notes]
+        if self.deployment is not None:
+            lines.append(f"deployment: {self.deployment.describe()}")
+            if self.startup_seconds is not None:
+                lines.append(f"ready after {self.startup_seconds:.1f}s (pytest start to deployment ready)")
+            if self.settings.keep_deployment and self.deployment.handles:
+                lines.append("kept running (--keep-deployment); to stop it:")
+                lines += [f"  {h.describe()}" for h in self.deployment.handles]
+        if self.unreachable:
+            lines.append(f"the deployment {self.unreachable}; the tests after it failed without waiting for it")
+        if self.suites:
+            lines.append(f"suites: {', '.join(self.suites)}")
+        if self.junit_path is not None:
+            parts = ["junit.xml"] + [name for name in ("perf.json", "summary.html", "provenance.json", "logs/")
+                                     if (self.run_dir / name).exists()]
+            lines.append(f"report: {self.run_dir}/ ({', '.join(parts)})")
+        return lines
+
+
+RUN_KEY = pytest.StashKey[Run]()
+STARTED_KEY = pytest.StashKey[float]()  # time.monotonic() at pytest_configure
+
+
+def current_run(config: pytest.Config) -> Run:
+    return config.stash[RUN_KEY]
