@@ -5,7 +5,7 @@ max_num_tokens complete, and the workers' KV-cache usage stays in range."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,48 +15,21 @@ import requests
 
 from pytest_llama4.config.topology import WORKER_ROLES
 from pytest_llama4.deploy import engine_limits, readiness, services
-from pytest_llama4.deploy.engines.dynamo_mocker import HEALTH_COMPONENT
-from pytest_llama4.deploy.launchers.local import RUN_LABEL_ENV
 from pytest_llama4.measure import host_memory, kv_usage, oom
 from pytest_llama4.measure.load import LoadResult, Scenario, make_prompts, run_load
 from pytest_llama4.measure.profiles import Profile, ProfileScenario
-from pytest_llama4.plugin.session import current_run
 
 pytestmark = pytest.mark.memory
 
 RSS_INTERVAL = 0.5  # seconds between host RSS readings during the heaviest scenario
 KV_INTERVAL = 0.05  # KV usage changes with every scheduler step: sample fast enough to see a short load
 KV_IDLE_TIMEOUT = 10.0  # seconds the KV usage gets to fall back to its idle level after the load
-STRESS_OUTPUT_TOKENS = 16
+STRESS_OUTPUT_TOKENS = engine_limits.STRESS_OUTPUT_TOKENS
 STRESS_CONCURRENCY = 4  # "a few" prompts at once: enough to queue behind one another in the scheduler
 STRESS_TIMEOUT = 600.0  # an 8k-token prefill behind three others on a loaded cluster engine
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """The stress case runs once per prompt length the engine config in use calls for (engine_limits)."""
-    if "stress_prompt_tokens" not in metafunc.fixturenames:
-        return
-    limits = engine_limits.for_settings(current_run(metafunc.config).settings)
-    cases = [] if isinstance(limits, str) else engine_limits.stress_cases(limits, STRESS_OUTPUT_TOKENS)
-    if cases:
-        metafunc.parametrize("stress_prompt_tokens", [length for _, length in cases], ids=[i for i, _ in cases])
-        return
-    reason = limits if isinstance(limits, str) else f"{limits.source} sets no max_num_tokens"
-    metafunc.parametrize("stress_prompt_tokens", [pytest.param(None, marks=pytest.mark.skip(reason=reason))],
-                         ids=["no-limit"])
-
-
 # ---------------------------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def processes(pytestconfig: pytest.Config, deployment) -> Iterator[host_memory.ProcessSource | str]:
-    """The run's service processes (by their labels), or why they cannot be read."""
-    names = frozenset(s.name for s in deployment.plan.services) if deployment.plan else frozenset()
-    source = host_memory.source_for(current_run(pytestconfig), names)
-    yield source
-    if not isinstance(source, str):
-        source.close()
 
 
 @dataclass
@@ -84,7 +57,7 @@ def heaviest_scenario(profile: Profile, topology: str) -> ProfileScenario | None
 
 
 @pytest.fixture(scope="module")
-def heaviest_load(deployment, profile, tokenizer_dir, processes, llama4_settings) -> Callable[[], HeaviestLoad]:
+def heaviest_load(deployment, profile, tokenizer_dir, service_processes, llama4_settings) -> Callable[[], HeaviestLoad]:
     """Runs the heaviest scenario once, on first use (inside the calling test, so under its exclusive run lock),
     sampling every service's host RSS while it runs."""
     done: list[HeaviestLoad] = []
@@ -94,7 +67,7 @@ def heaviest_load(deployment, profile, tokenizer_dir, processes, llama4_settings
             entry = heaviest_scenario(profile, llama4_settings.topology)
             if entry is None:
                 pytest.skip(f"profile {profile.name} has no scenario for --topology={llama4_settings.topology}")
-            read = processes.read if not isinstance(processes, str) else list
+            read = service_processes.read if not isinstance(service_processes, str) else list
             result, samples = host_memory.sample_during(
                 lambda: run_load(deployment.base_url, deployment.served_model, entry.scenario,
                                  tokenizer_path=tokenizer_dir), read, RSS_INTERVAL)
@@ -112,14 +85,14 @@ def assert_no_oom_line(records: list[services.ServiceRecord], after: str) -> Non
     assert not hits, f"out-of-memory lines in worker logs after {after}:\n{oom.report(hits)}"
 
 
-def assert_workers_alive(deployment, processes: host_memory.ProcessSource | str, after: str) -> None:
+def assert_workers_alive(deployment, engine, service_processes: host_memory.ProcessSource | str, after: str) -> None:
     """Every planned worker still listed by the frontend's /health and, where its processes can be read, running
     (/health notices a dead worker only when its discovery lease expires: about 12 s with the file backend)."""
     health = requests.get(f"{deployment.base_url}/health", timeout=10).json()
-    dead = [text for _, text in readiness.missing_workers(deployment.plan, health, HEALTH_COMPONENT)]
-    if not isinstance(processes, str):
-        live = {usage.service for usage in processes.read()}
-        dead += [f"{w.name}: no live process labelled {RUN_LABEL_ENV}={processes.run_id}"
+    dead = [text for _, text in readiness.missing_workers(deployment.plan, health, engine.health_components)]
+    if not isinstance(service_processes, str):
+        live = {usage.service for usage in service_processes.read()}
+        dead += [f"{w.name}: no live process labelled {host_memory.run_label(service_processes)}"
                  for w in deployment.plan.workers if w.name not in live]
     assert not dead, f"worker(s) gone after {after}:\n  " + "\n  ".join(dead)
 
@@ -150,10 +123,10 @@ def test_peak_gpu_memory_stays_under_the_limit(gpu_monitor, profile, deployment,
                           for node, gpu, used, total in over))
 
 
-def test_host_rss_of_every_service_stays_under_its_limit(heaviest_load, profile, processes, deployment,
+def test_host_rss_of_every_service_stays_under_its_limit(heaviest_load, profile, service_processes, deployment,
                                                          record_testsuite_property):
-    if isinstance(processes, str):
-        pytest.skip(processes)
+    if isinstance(service_processes, str):
+        pytest.skip(service_processes)
     limits = profile.memory.get("host_rss_mib")
     if not limits:
         pytest.skip(f"profile {profile.name} sets no memory.host_rss_mib")
@@ -165,7 +138,7 @@ def test_host_rss_of_every_service_stays_under_its_limit(heaviest_load, profile,
     seen = {row.service for row in rows}
     unseen = [s.name for s in deployment.plan.services if s.name not in seen]
     assert not unseen, (f"no process of service(s) {', '.join(unseen)} found by label "
-                        f"{RUN_LABEL_ENV}={processes.run_id} during {load.scenario.name}")
+                        f"{host_memory.run_label(service_processes)} during {load.scenario.name}")
     assert all(row.ok for row in rows), (
         f"host RSS over the profile's memory.host_rss_mib during {load.scenario.name} "
         f"({len(load.samples)} readings, every {RSS_INTERVAL:g}s):\n{host_memory.table(rows)}")
@@ -175,9 +148,10 @@ def test_no_worker_logged_out_of_memory(heaviest_load, launched_services):
     assert_no_oom_line(launched_services, heaviest_load().scenario.name)
 
 
-def test_every_worker_survived_the_heaviest_scenario(heaviest_load, launched_services, deployment, processes):
+def test_every_worker_survived_the_heaviest_scenario(heaviest_load, launched_services, deployment, llama4_engine,
+                                                     service_processes):
     load = heaviest_load()
-    assert_workers_alive(deployment, processes, load.scenario.name)
+    assert_workers_alive(deployment, llama4_engine, service_processes, load.scenario.name)
     failed = [r for r in load.result.records if not r.ok]
     assert not failed, (f"{len(failed)} of {len(load.result.records)} requests of {load.scenario.name} failed, "
                         f"first: {failed[0].error}")
@@ -219,8 +193,8 @@ def stress_problems(answers: list[tuple[int, dict | str]], expected: list[int]) 
     return problems
 
 
-def test_prompts_filling_max_num_tokens_complete(stress_prompt_tokens, pytestconfig, deployment, tokenizer_dir,
-                                                 processes):
+def test_prompts_filling_max_num_tokens_complete(stress_prompt_tokens, deployment, llama4_engine,
+                                                 tokenizer_dir, service_processes):
     if tokenizer_dir is None:
         pytest.skip("token-exact prompts need the served model's tokenizer on this machine (--model=<local dir "
                     "with tokenizer.json>)")
@@ -230,11 +204,11 @@ def test_prompts_filling_max_num_tokens_complete(stress_prompt_tokens, pytestcon
     problems = stress_problems(answers, [sent for _, sent in prompts])
     assert not problems, (f"{STRESS_CONCURRENCY} concurrent prompts of {stress_prompt_tokens} tokens:\n  "
                           + "\n  ".join(problems))
-    records = services.read(current_run(pytestconfig).run_dir)
+    records = deployment.services
     if deployment.plan is not None and records:  # logs and processes are ours to check
         after = f"{STRESS_CONCURRENCY} prompts of {stress_prompt_tokens} tokens"
         assert_no_oom_line(records, after)
-        assert_workers_alive(deployment, processes, after)
+        assert_workers_alive(deployment, llama4_engine, service_processes, after)
 
 
 # ---------------------------------------------------------------------------------------------------- KV cache
@@ -259,11 +233,11 @@ def _settle(read: Callable[[], dict[str, kv_usage.KvReading]], idle: dict[str, f
         time.sleep(0.1)
 
 
-def test_kv_cache_usage_stays_in_range(pytestconfig, deployment, launched_services, llama4_settings, tokenizer_dir,
-                                       record_testsuite_property):
+def test_kv_cache_usage_stays_in_range(deployment, launched_services, llama4_settings, llama4_engine,
+                                       tokenizer_dir, record_testsuite_property):
     workers = [r for r in launched_services if r.role in WORKER_ROLES and r.metrics_url]
-    run_dir = current_run(pytestconfig).run_dir
-    configured = {w.name: kv_usage.configured_blocks(run_dir / "engine_configs" / f"{w.name}.json") for w in workers}
+    configs = deployment.run_dir / "engine_configs"
+    configured = {w.name: kv_usage.configured_blocks(configs / f"{w.name}.json") for w in workers}
     offsets = {w.name: Path(w.log).stat().st_size for w in workers}
 
     def read() -> dict[str, kv_usage.KvReading]:
@@ -281,7 +255,7 @@ def test_kv_cache_usage_stays_in_range(pytestconfig, deployment, launched_servic
     for row in rows:
         if row.peak is not None:
             record_testsuite_property(f"memory.{row.worker}.kv_usage_peak", f"{row.peak:.6g}")
-    if llama4_settings.engine != "mocker" and not any(row.values for row in rows):
+    if not llama4_engine.publishes_kv_usage and not any(row.values for row in rows):
         pytest.skip(f"no worker of --engine={llama4_settings.engine} exposes {' or '.join(kv_usage.USAGE_GAUGES)}")
     assert all(r.ok for r in result.records), "the KV load's requests failed: " + next(
         r.error for r in result.records if not r.ok)

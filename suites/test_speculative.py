@@ -15,7 +15,6 @@ from pytest_llama4.deploy import services
 from pytest_llama4.measure import golden, prometheus, speculative, validity
 from pytest_llama4.measure.load import Scenario, run_load
 from pytest_llama4.measure.metrics import summarize
-from pytest_llama4.plugin.session import current_run
 
 pytestmark = pytest.mark.speculative
 
@@ -55,18 +54,18 @@ def _draft_config(settings) -> Path | None:
     return settings.decode_engine_config if settings.topology == "disagg" else settings.engine_config
 
 
-def test_acceptance_length_meets_the_profile_floor(api, deployment, llama4_settings, profile, pytestconfig,
+def test_acceptance_length_meets_the_profile_floor(api, deployment, llama4_settings, llama4_engine, profile,
                                                    record_testsuite_property):
-    if llama4_settings.engine == "mocker":
-        pytest.skip("the mocker does not draft tokens (engine=mocker): its decode speed-up is checked by "
-                    "test_mocker_decode_speedup_shows_in_itl")
+    if not llama4_engine.drafts_tokens:
+        pytest.skip(f"the {llama4_engine.name} does not draft tokens (engine={llama4_engine.name}): its decode "
+                    "speed-up is checked by test_mocker_decode_speedup_shows_in_itl")
     floor = profile.speculative.get("acceptance_length_floor")
     if floor is None:
         pytest.skip(f"profile {profile.name} sets no speculative.acceptance_length_floor")
     draft_len = speculative.max_draft_len(_draft_config(llama4_settings))
     assert draft_len, (f"the engine config {_draft_config(llama4_settings)} has no speculative_config.max_draft_len: "
                        "this deployment does not decode speculatively")
-    workers = _drafting_workers(services.read(current_run(pytestconfig).run_dir))
+    workers = _drafting_workers(deployment.services)
     before = _read_counters(deployment.base_url, workers)
     with ThreadPoolExecutor(ACCEPTANCE_CONCURRENCY) as pool:
         list(pool.map(lambda i: _greedy(api, golden.PROMPTS[i % len(golden.PROMPTS)]), range(ACCEPTANCE_REQUESTS)))
@@ -83,10 +82,10 @@ def test_acceptance_length_meets_the_profile_floor(api, deployment, llama4_setti
                              f"{profile.name}")
 
 
-def test_greedy_outputs_match_the_golden_file(api, llama4_settings):
-    if llama4_settings.engine == "mocker":
-        pytest.skip("the mocker's tokens are random ids whatever the temperature (engine=mocker): greedy text "
-                    "cannot be compared")
+def test_greedy_outputs_match_the_golden_file(api, llama4_settings, llama4_engine):
+    if not llama4_engine.deterministic_text:
+        pytest.skip(f"the {llama4_engine.name}'s tokens are random ids whatever the temperature "
+                    f"(engine={llama4_engine.name}): greedy text cannot be compared")
     path = llama4_settings.golden_file
     with ThreadPoolExecutor(ACCEPTANCE_CONCURRENCY) as pool:
         outputs = dict(zip(golden.PROMPTS, pool.map(lambda p: _greedy(api, p), golden.PROMPTS), strict=True))
@@ -114,14 +113,13 @@ def _tpot_ms_median(base_url: str, model: str, tokenizer_dir) -> float:
 @pytest.mark.slow
 @pytest.mark.exclusive  # measures latency; a second deployment shares the machine meanwhile
 def test_mocker_decode_speedup_shows_in_itl(deployment, llama4_settings, profile, private_deployments,
-                                            tokenizer_dir, pytestconfig, record_testsuite_property):
-    run_dir = current_run(pytestconfig).run_dir
-    speedup = _configured_speedup(run_dir)
+                                            tokenizer_dir, record_testsuite_property):
+    speedup = _configured_speedup(deployment.run_dir)
     if speedup == 0:
         pytest.skip("--speedup-ratio=0 removes the mocker's simulated delays: there is no decode speed to compare")
     with private_deployments("ratio-1", speedup_ratio=1.0) as slow:
         slow_itl = _tpot_ms_median(slow.base_url, slow.served_model, tokenizer_dir)
-        expected = speedup / _configured_speedup(run_dir / "private" / "ratio-1")
+        expected = speedup / _configured_speedup(slow.run_dir)
     assert slow_itl > 0, f"no inter-token latency measured at ratio 1 ({slow.base_url})"
     itl = _tpot_ms_median(deployment.base_url, deployment.served_model, tokenizer_dir)
     if itl == 0:

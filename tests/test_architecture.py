@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
+
+import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pytest_llama4"
 SUITES = PACKAGE.parent / "suites"
@@ -19,7 +22,7 @@ def _imported(path: Path, modules: set[str]) -> set[str]:
     name = _module_name(path) if path.is_relative_to(PACKAGE) else ""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")[: len(package.split(".")) - node.level + 1]
@@ -30,6 +33,19 @@ def _imported(path: Path, modules: set[str]) -> set[str]:
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name in modules}
     return found - {name}
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node but those under `if TYPE_CHECKING:`: imports for type hints only never run, so they make no
+    cycle."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -75,3 +91,36 @@ def test_the_package_has_no_import_cycle():
 
 def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_every_registered_engine_implements_the_protocol():
+    from pytest_llama4.deploy.engines import ENGINES
+    from pytest_llama4.deploy.engines.base import Engine
+
+    members = {name for name in vars(Engine) if not name.startswith("_")} | set(Engine.__annotations__)
+    for name, engine in ENGINES.items():
+        assert engine.name == name
+        missing = sorted(m for m in members if not hasattr(engine, m))
+        assert missing == [], f"engine {name} lacks {missing}"
+
+
+def _name_comparisons(pattern: str, allowed: tuple[str, ...]) -> list[str]:
+    found = []
+    for path in [*PACKAGE.rglob("*.py"), *SUITES.glob("*.py")]:
+        if path.is_relative_to(PACKAGE) and path.relative_to(PACKAGE).as_posix().startswith(allowed):
+            continue
+        found += [f"{path.name}:{n}: {line.strip()}" for n, line in enumerate(path.read_text().splitlines(), 1)
+                  if re.search(pattern, line)]
+    return found
+
+
+def test_only_the_engine_registry_compares_engine_names():
+    assert _name_comparisons(r"\bengine\s*(==|!=|in\b)|\.engine\s*(==|!=)", ("deploy/engines/",)) == []
+@pytest.mark.parametrize("suite", sorted(SUITES.glob("test_*.py")), ids=lambda p: p.name)
+def test_suites_import_nothing_from_launchers_engines_or_session_state(suite):
+    graph_modules = set(import_graph())
+    reached = {m for m in _imported(suite, graph_modules)}
+    forbidden = sorted(m for m in reached if m.startswith(("pytest_llama4.deploy.launchers",
+                                                           "pytest_llama4.deploy.engines",
+                                                           "pytest_llama4.plugin")))
+    assert forbidden == [], f"{suite.name} must use fixtures instead of {forbidden}"

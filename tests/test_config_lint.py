@@ -295,7 +295,7 @@ def test_mocker_typos_and_the_nested_form_are_errors(tmp_path):
 
 
 def test_the_mocker_engine_given_llm_api_yaml_says_so(tmp_path):
-    findings = config_lint.lint_engine_config(seed_with_typo(tmp_path), "agg", "mocker")
+    findings = config_lint.lint_engine_config(seed_with_typo(tmp_path), "agg", "mocker-json")
     assert "--engine=mocker reads --extra-engine-args as Dynamo mocker JSON" in findings[0].message
     assert any("did you mean 'max_num_tokens'" in f.message for f in findings)
 

@@ -17,8 +17,8 @@ from pytest_llama4.config.paths import PROJECT_ROOT
 from pytest_llama4.config.settings import Settings
 from pytest_llama4.deploy import engine_limits, procscan
 from pytest_llama4.deploy.launchers.allocation import Allocation
-from pytest_llama4.deploy.launchers.local import RUN_LABEL_ENV, SERVICE_LABEL_ENV
-from pytest_llama4.deploy.launchers.slurm import srun_argv
+from pytest_llama4.deploy.launchers.local import RUN_LABEL_ENV, SERVICE_LABEL_ENV, LocalLauncher
+from pytest_llama4.deploy.launchers.slurm import SlurmLauncher
 from pytest_llama4.measure import host_memory, kv_usage, oom
 from pytest_llama4.measure.profiles import PROFILES_DIR
 from pytest_llama4.plugin.session import Run
@@ -133,16 +133,29 @@ def test_local_source_sums_per_service_and_drops_helpers(labelled_sleeper):
     assert (usage.service, usage.node, len(usage.pids)) == ("worker-0", host_memory.LOCAL_NODE, 2)
 
 
-def test_the_endpoint_launcher_has_no_services_to_measure():
+def test_the_endpoint_launcher_has_no_services_to_measure(tmp_path):
     run = Run(Settings(launcher="endpoint", endpoint="http://127.0.0.1:9"), "some-run")
-    assert host_memory.source_for(run, frozenset()) == host_memory.NO_SERVICES_OF_OURS
+    assert run.node_runner() is None
+    assert host_memory.process_source(None, tmp_path / "some-run", frozenset()) == host_memory.NO_SERVICES_OF_OURS
 
 
-def test_the_slurm_sampler_runs_procscan_as_a_step_on_each_node():
-    allocation = Allocation("77", ("node1", "node2"))
-    source = host_memory.SlurmProcesses("r1", frozenset({"worker-0"}), allocation, ("node2",))
-    argv = srun_argv(source.step_service("node2"), source.command("node2"), allocation, step_name="s")
-    assert argv[:2] == ["srun", "--overlap"] and "--jobid=77" in argv and "--nodelist=node2" in argv
+def test_each_launcher_gets_its_source(tmp_path):
+    local = host_memory.process_source(LocalLauncher("r1"), tmp_path / "r1", frozenset({"worker-0"}))
+    assert isinstance(local, host_memory.LocalProcesses) and local.run_id == "r1"
+    runner = SlurmLauncher(Allocation("77", ("node1", "node2")), "r1")
+    slurm = host_memory.process_source(runner, tmp_path / "r1", frozenset({"worker-0"}))
+    assert isinstance(slurm, host_memory.SlurmProcesses) and slurm.runner is runner
+    assert slurm.nodes == ("node1", "node2"), "no services.json yet: every node of the allocation"
+
+
+def test_the_slurm_sampler_runs_procscan_as_a_step_on_each_node(monkeypatch):
+    monkeypatch.setattr(os, "getpid", lambda: 99)
+    runner = SlurmLauncher(Allocation("77", ("node1", "node2")), "r1")
+    source = host_memory.SlurmProcesses(runner, "r1", frozenset({"worker-0"}), ("node2",))
+    assert source.step_name("node2") == "host-memory-99-node2"
+    argv = runner.helper_argv(source.command("node2"), ("node2",), name=source.step_name("node2"), unbuffered=True)
+    assert argv[:3] == ["srun", "--unbuffered", "--overlap"] and "--jobid=77" in argv and "--nodelist=node2" in argv
+    assert "--job-name=llama4-r1-host-memory-99-node2" in argv
     assert argv[-6:-4] == ["python3", "-c"] and argv[-3:] == ["r1", "node2", "0.5"]
     assert "class Scanner" in argv[-4]
 

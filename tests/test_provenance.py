@@ -15,6 +15,8 @@ import pytest
 from pytest_llama4.config.paths import PROJECT_ROOT
 from pytest_llama4.config.settings import Settings
 from pytest_llama4.deploy.launchers.allocation import Allocation
+from pytest_llama4.deploy.launchers.local import LocalLauncher
+from pytest_llama4.deploy.launchers.slurm import SlurmLauncher
 from pytest_llama4.measure.telemetry import nvml_unavailable_reason
 from pytest_llama4.report import provenance
 from pytest_llama4.report.replay import sha256_of
@@ -54,9 +56,9 @@ def test_image_reference_and_digest_from_the_reference(settings, expected):
 
 def test_endpoint_runs_say_what_they_cannot_see():
     settings = Settings(launcher="endpoint", endpoint="http://h:1")
-    env = provenance.environment(settings, None, "run")
-    assert env["gpus"].startswith("not reported (--endpoint") and env["slurm"] == "none"
-    assert set(env["versions"].values()) == {provenance.ENDPOINT}
+    for env in (provenance.environment(settings, None), provenance.run_environment(settings, None, "run")):
+        assert env["gpus"].startswith("not reported (--endpoint") and env["slurm"] == "none"
+        assert set(env["versions"].values()) == {provenance.ENDPOINT}
     assert provenance.image_facts(settings)["digest"] == provenance.ENDPOINT
 
 
@@ -80,7 +82,7 @@ def test_nvidia_smi_lines_per_node():
 
 
 def test_local_gpus_through_nvml():
-    (facts,) = provenance.probe_gpus(None, "run").values()
+    (facts,) = provenance.probe_gpus(LocalLauncher("run")).values()
     if nvml_unavailable_reason():
         assert facts == provenance.NO_GPU
     else:
@@ -88,17 +90,24 @@ def test_local_gpus_through_nvml():
 
 
 def test_local_versions_are_this_venvs():
-    versions = provenance.probe_versions(Settings(), None, "run")
+    versions = provenance.probe_versions(Settings(), LocalLauncher("run"))
     assert versions == {"dynamo": metadata.version("ai-dynamo"), "tensorrt_llm": "not installed",
                         "python": ".".join(map(str, sys.version_info[:3]))}
 
 
 def test_a_failed_probe_is_reported_not_raised():
-    gone = Allocation("999999", ("node1",))  # srun refuses an unknown job (or is not installed): either way a fact
-    versions = provenance.probe_versions(Settings(launcher="slurm"), gone, "run", timeout=30)
+    # srun refuses an unknown job (or is not installed): either way a fact
+    gone = SlurmLauncher(Allocation("999999", ("node1",)), "run")
+    versions = provenance.probe_versions(Settings(launcher="slurm"), gone, timeout=30)
     assert set(versions) == {"dynamo", "tensorrt_llm", "python"}
     assert all(v.startswith("not reported (`srun --overlap --jobid=999999") for v in versions.values()), versions
-    assert provenance.probe_gpus(gone, "run", timeout=30)["node1"].startswith("not reported (")
+    assert provenance.probe_gpus(gone, timeout=30)["node1"].startswith("not reported (")
+
+
+def test_a_slurm_run_without_its_allocation_is_not_reported():
+    env = provenance.run_environment(Settings(launcher="slurm"), None, "run")
+    why = "not reported (no deployment was launched in the --slurm-alloc allocation)"
+    assert env == {"versions": dict.fromkeys(provenance.VERSION_NAMES, why), "gpus": why, "slurm": why}
 
 
 def test_properties_are_flat_text_with_copy_pasteable_argv():

@@ -3,7 +3,7 @@
 from pytest_llama4.config.topology import make_plan
 from pytest_llama4.deploy.engines.base import Command
 from pytest_llama4.deploy.launchers.allocation import Allocation, gres_gpus
-from pytest_llama4.deploy.launchers.slurm import srun_argv
+from pytest_llama4.deploy.launchers.slurm import SlurmLauncher, srun_argv
 
 ALLOCATION = Allocation("4242", ("gb-01", "gb-02", "gb-03"))
 
@@ -40,3 +40,15 @@ def test_gpu_count_is_read_from_gres():
     assert gres_gpus("NodeName=h-01 Gres=gpu:h100:8 NodeAddr=h-01") == 8
     assert gres_gpus("NodeName=h-01 Gres=gpu:a:2,gpu:b:2,shard:8") == 4
     assert gres_gpus("NodeName=node1 Gres=(null) NodeAddr=127.0.0.1") is None
+
+
+def test_a_helper_step_is_one_task_per_node_and_in_the_image_only_when_asked():
+    launcher = SlurmLauncher(ALLOCATION, "run-1", image="nvcr.io/dynamo:tag", mounts="/lustre:/lustre")
+    assert launcher.helper_argv(("python3", "-V"), ("gb-01", "gb-02"), name="versions", in_image=True) == [
+        "srun", "--overlap", "--jobid=4242", "--job-name=llama4-run-1-versions", "--nodes=2",
+        "--nodelist=gb-01,gb-02", "--ntasks-per-node=1", "--ntasks=2", "--kill-on-bad-exit=1",
+        "--container-image=nvcr.io/dynamo:tag", "--no-container-mount-home", "--container-mounts=/lustre:/lustre",
+        "python3", "-V"]
+    assert launcher.helper_argv(("nvidia-smi",), ("gb-03",), name="gpus", unbuffered=True) == [
+        "srun", "--unbuffered", "--overlap", "--jobid=4242", "--job-name=llama4-run-1-gpus", "--nodes=1",
+        "--nodelist=gb-03", "--ntasks-per-node=1", "--ntasks=1", "--kill-on-bad-exit=1", "nvidia-smi"]

@@ -12,10 +12,12 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from pytest_llama4.measure.results import LimitResult, PerfDocument, ScenarioParams, ScenarioResult
 from pytest_llama4.measure.telemetry import CSV_COLUMNS
 from pytest_llama4.report.summary import write_summary
 
@@ -29,15 +31,15 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def _limit(metric: str, kind: str, limit: float, measured: float) -> dict:
+def _limit(metric: str, kind: str, limit: float, measured: float) -> LimitResult:
     ok = measured >= limit if kind == "floor" else measured <= limit
-    return {"metric": metric, "kind": kind, "limit": limit, "measured": measured, "ok": ok}
+    return LimitResult(metric=metric, kind=kind, limit=limit, measured=measured, ok=ok)
 
 
 def _scenario(
     rng: random.Random, name: str, *, concurrency: int | None, rate: float | None, ttft_p99_ceiling: float
-) -> dict:
-    """One scenario shaped like perf.json's, with lognormal latencies that grow with the load."""
+) -> ScenarioResult:
+    """One scenario as perf.json holds it, with lognormal latencies that grow with the load."""
     load = concurrency or 8
     n = 120
     ttft = [rng.lognormvariate(3.5 + 0.15 * load**0.5, 0.35) for _ in range(n)]
@@ -64,36 +66,31 @@ def _scenario(
         figures[f"{family}_p99"] = _percentile(values, 99)
     ttft_p99 = figures["ttft_ms_p99"]
     floor = 10.0
-    return {
-        "name": name,
-        "scenario": {
-            "input_tokens": 1024,
-            "output_tokens": osl,
-            "concurrency": concurrency,
-            "request_rate": rate,
-            "num_prompts": n,
-            "endpoint": "/v1/chat/completions",
-        },
-        "figures": figures,
-        "limits": [
+    return ScenarioResult(
+        name=name,
+        scenario=ScenarioParams(input_tokens=1024, output_tokens=osl, concurrency=concurrency, request_rate=rate,
+                                num_prompts=n, endpoint="/v1/chat/completions"),
+        figures=figures,
+        limits=(
             _limit("ttft_ms_p99", "ceiling", ttft_p99_ceiling, ttft_p99),
             _limit("output_throughput", "floor", floor, figures["output_throughput"]),
-        ],
-        "samples": {"ttft_ms": ttft, "itl_ms": itl, "e2el_ms": e2el, "request_start_s": starts},
-        "warnings": [NASTY_WARNING] if concurrency == 16 else [],
-    }
+        ),
+        samples={"ttft_ms": ttft, "itl_ms": itl, "e2el_ms": e2el, "request_start_s": starts},
+        warnings=(NASTY_WARNING,) if concurrency == 16 else (),
+    )
 
 
 @pytest.fixture
-def perf() -> dict:
+def perf() -> PerfDocument:
     rng = random.Random(20261124)
-    return {
-        "scenarios": [
+    return PerfDocument(
+        run_id=RUN_ID,
+        scenarios=(
             _scenario(rng, "isl1024-osl256-c1", concurrency=1, rate=None, ttft_p99_ceiling=10_000.0),
             _scenario(rng, "isl1024-osl256-c16", concurrency=16, rate=None, ttft_p99_ceiling=5.0),  # fails
             _scenario(rng, "isl1024-osl256-rate4", concurrency=None, rate=4.0, ttft_p99_ceiling=10_000.0),
-        ]
-    }
+        ),
+    )
 
 
 @pytest.fixture
@@ -119,7 +116,7 @@ def outcomes() -> list[dict]:
 SETTINGS = {"topology": "agg", "launcher": "local", "endpoint": "http://127.0.0.1:8000", "model": "<mocker & co>"}
 
 
-def _write(tmp_path: Path, outcomes: list[dict], perf: dict | None) -> tuple[Path, str]:
+def _write(tmp_path: Path, outcomes: list[dict], perf: PerfDocument | None) -> tuple[Path, str]:
     path = write_summary(
         tmp_path / RUN_ID,
         title="pytest-llama4 run 20261124-210000-abcd",
@@ -152,14 +149,14 @@ def _external_refs(page: str) -> list[str]:
     return refs
 
 
-def test_page_is_written_self_contained_and_complete(tmp_path: Path, outcomes: list[dict], perf: dict) -> None:
+def test_page_is_written_self_contained_and_complete(tmp_path: Path, outcomes: list[dict], perf: PerfDocument) -> None:
     path, page = _write(tmp_path, outcomes, perf)
     assert path == tmp_path / "20261124-210000-abcd" / "summary.html"
     assert page.startswith("<!DOCTYPE html>")
     assert _external_refs(page) == []
     assert "<script" not in page.lower() and "<link" not in page.lower()
-    for s in perf["scenarios"]:
-        assert s["name"] in page
+    for s in perf.scenarios:
+        assert s.name in page
     assert html.escape(FAILED_NODEID) in page
     # Text is escaped everywhere: the warning's markup, the settings, the nodeid's brackets.
     assert "<script>alert(1)</script>" not in page
@@ -193,7 +190,7 @@ def test_suite_counts_and_failed_tests(tmp_path: Path, outcomes: list[dict]) -> 
     assert 'id="verdict">FAILED: 2 failed tests' in page
 
 
-def test_failing_limit_is_marked(tmp_path: Path, outcomes: list[dict], perf: dict) -> None:
+def test_failing_limit_is_marked(tmp_path: Path, outcomes: list[dict], perf: PerfDocument) -> None:
     _, page = _write(tmp_path, outcomes, perf)
     tables = re.findall(r'<table class="limits">.*?</table>', page, re.S)
     assert len(tables) == 3
@@ -232,18 +229,19 @@ def test_all_green_and_empty(tmp_path: Path) -> None:
     _, page = _write(tmp_path / "green", [{"nodeid": "a::b", "outcome": "passed", "duration": 1, "suite": "x"}], None)
     assert 'class="banner pass" id="verdict"' in page
     assert "No failed tests." in page
-    _, page = _write(tmp_path / "empty", [], {"scenarios": []})
+    _, page = _write(tmp_path / "empty", [], PerfDocument(scenarios=()))
     assert "No test outcomes were recorded." in page and "perf.json has no scenarios." in page
 
 
-def test_one_concurrency_point_skips_that_plot(tmp_path: Path, outcomes: list[dict], perf: dict) -> None:
-    perf["scenarios"] = [perf["scenarios"][0], perf["scenarios"][2]]  # c1 and a rate scenario
+def test_one_concurrency_point_skips_that_plot(tmp_path: Path, outcomes: list[dict], perf: PerfDocument) -> None:
+    perf = replace(perf, scenarios=(perf.scenarios[0], perf.scenarios[2]))  # c1 and a rate scenario
     _, page = _write(tmp_path, outcomes, perf)
     assert re.findall(r'<img alt="([^"]+)"', page) == ["TTFT CDF", "ITL CDF", "End-to-end latency over time"]
     assert "it needs at least 2 scenarios with a concurrency" in page
 
 
-def test_without_matplotlib(tmp_path: Path, outcomes: list[dict], perf: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_matplotlib(tmp_path: Path, outcomes: list[dict], perf: PerfDocument,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib... raises ImportError
@@ -364,7 +362,7 @@ window.addEventListener("load", () => {
 </script>"""
 
 
-def test_chromium_renders_the_page(tmp_path: Path, outcomes: list[dict], perf: dict) -> None:
+def test_chromium_renders_the_page(tmp_path: Path, outcomes: list[dict], perf: PerfDocument) -> None:
     exe = _chromium()
     import matplotlib.image as mpimg  # a test requirement (dev extra), like chromium for the browser test
     path, page = _write(tmp_path, outcomes, perf)

@@ -19,7 +19,10 @@ import pynvml
 import pytest
 
 from pytest_llama4.config.settings import Settings
+from pytest_llama4.deploy.launchers import node_runner
 from pytest_llama4.deploy.launchers.allocation import Allocation
+from pytest_llama4.deploy.launchers.local import LocalLauncher
+from pytest_llama4.deploy.launchers.slurm import SlurmLauncher
 from pytest_llama4.measure.telemetry import (
     CSV_COLUMNS,
     ENDPOINT_REASON,
@@ -29,7 +32,7 @@ from pytest_llama4.measure.telemetry import (
     NoGpu,
     SlurmNvidiaSmiSource,
     gpu_unavailable_reason,
-    monitor_for_run,
+    monitor_for,
     parse_nvidia_smi_line,
     read_csv,
     read_nvidia_smi,
@@ -95,9 +98,12 @@ def nvml_loadable() -> bool:
 @pytest.mark.skipif(nvml_loadable(), reason="this machine has libnvidia-ml.so.1: the reason differs")
 def test_no_nvml_here_is_the_skip_reason(tmp_path: Path) -> None:
     reason = "no GPU telemetry on launcher=local: NVML not available (libnvidia-ml.so.1 not found)"
-    assert gpu_unavailable_reason(Settings(launcher="local")) == reason
+    assert gpu_unavailable_reason(LocalLauncher("run")) == reason
     with pytest.raises(NoGpu) as caught:
-        monitor_for_run(Settings(launcher="local"), tmp_path, None)
+        monitor_for(LocalLauncher("run"), tmp_path)
+    assert str(caught.value) == reason
+    with pytest.raises(NoGpu) as caught:  # what node_runner makes of local settings
+        monitor_for(node_runner(Settings(launcher="local"), "run", None), tmp_path)
     assert str(caught.value) == reason
     assert not (tmp_path / "gpu.csv").exists()
 
@@ -106,21 +112,23 @@ def test_nvml_without_a_gpu_or_driver(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pynvml, "nvmlInit", lambda: None)
     monkeypatch.setattr(pynvml, "nvmlShutdown", lambda: None)
     monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", lambda: 0)
-    assert gpu_unavailable_reason(Settings()) == "no GPU telemetry on launcher=local: NVML found no GPU"
+    assert gpu_unavailable_reason(LocalLauncher("run")) == "no GPU telemetry on launcher=local: NVML found no GPU"
 
     def no_driver() -> None:
         raise pynvml.NVMLError(pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
 
     monkeypatch.setattr(pynvml, "nvmlInit", no_driver)
-    assert gpu_unavailable_reason(Settings()) == (
+    assert gpu_unavailable_reason(LocalLauncher("run")) == (
         "no GPU telemetry on launcher=local: NVML not available (the NVIDIA driver is not loaded)")
 
 
 def test_endpoint_deployments_are_not_ours_to_sample(tmp_path: Path) -> None:
     settings = Settings(launcher="endpoint", endpoint="http://10.0.0.1:8000")
-    assert gpu_unavailable_reason(settings) == ENDPOINT_REASON
+    assert gpu_unavailable_reason(None) == ENDPOINT_REASON  # an endpoint deployment has no launcher
     with pytest.raises(NoGpu, match=r"^no GPU telemetry on launcher=endpoint: the deployment's nodes are not ours"):
-        monitor_for_run(settings, tmp_path, None)
+        monitor_for(node_runner(settings, "run", None), tmp_path)
+    with pytest.raises(NoGpu, match=r"^no GPU telemetry on launcher=endpoint: the deployment's nodes are not ours"):
+        monitor_for(None, tmp_path)
 
 
 # --- the monitor and gpu.csv --------------------------------------------------------------------------------
@@ -216,13 +224,16 @@ ALLOCATION = Allocation("4242", ("gb-01", "gb-02"))
 
 def test_one_srun_step_per_node_of_a_two_node_allocation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "getpid", lambda: 777)
-    monitor = monitor_for_run(Settings(launcher="slurm"), tmp_path / "20261124-210000-abcd", ALLOCATION,
-                              interval_s=0.25)
+    run_dir = tmp_path / "20261124-210000-abcd"
+    monitor = monitor_for(node_runner(Settings(launcher="slurm"), run_dir.name, ALLOCATION), run_dir, interval_s=0.25)
     assert [source.node for source in monitor.sources] == ["gb-01", "gb-02"]
     assert monitor.csv_path == tmp_path / "20261124-210000-abcd" / "gpu.csv"
     second = monitor.sources[1]
     assert isinstance(second, SlurmNvidiaSmiSource)
-    assert second.argv == [
+    assert isinstance(second.runner, SlurmLauncher) and second.runner.allocation == ALLOCATION
+    assert second.runner.image is None, "no container: nvidia-smi comes with the node's driver"
+    # what run_on_nodes starts for a followed step (tests/test_run_on_nodes.py proves it runs exactly this)
+    assert second.runner.helper_argv(second.argv, (second.node,), name=second.name, unbuffered=True) == [
         "srun", "--unbuffered", "--overlap", "--jobid=4242",
         "--job-name=llama4-20261124-210000-abcd-gpu-telemetry-777-gb-02",
         "--nodes=1", "--nodelist=gb-02", "--ntasks-per-node=1", "--ntasks=1", "--kill-on-bad-exit=1",
@@ -233,7 +244,7 @@ def test_one_srun_step_per_node_of_a_two_node_allocation(tmp_path: Path, monkeyp
 
 def test_slurm_needs_the_allocation(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="needs the deployment's allocation"):
-        monitor_for_run(Settings(launcher="slurm"), tmp_path, None)
+        node_runner(Settings(launcher="slurm"), "run", None)
 
 
 FAKE_NVIDIA_SMI = """#!/bin/sh
@@ -279,10 +290,13 @@ def steps_of(job: str) -> list[str]:
 @pytest.mark.slurm
 def test_slurm_steps_sample_every_node_and_leave_nothing(tmp_path: Path, slurm_job: Allocation) -> None:
     run_dir = tmp_path / "20261124-210000-abcd"
-    with monitor_for_run(Settings(launcher="slurm"), run_dir, slurm_job, interval_s=0.1) as monitor:
+    with monitor_for(SlurmLauncher(slurm_job, run_dir.name), run_dir, interval_s=0.1) as monitor:
         assert len(steps_of(slurm_job.job_id)) == 2, "one telemetry step per node"
         time.sleep(1.0)
     assert steps_of(slurm_job.job_id) == [], "telemetry steps left in squeue -s"
+    header = (run_dir / "logs" / "gpu-telemetry-node2.log").read_text().splitlines()[0]
+    assert f"srun --unbuffered --overlap --jobid={slurm_job.job_id} --job-name=llama4-{run_dir.name}-gpu-telemetry-" \
+           in header and " nvidia-smi --query-gpu=" in header
     assert not [s for s in monitor.sources if s._step is not None]  # every srun client reaped
     by_node = {node: [s for s in monitor.samples if s.node == node] for node in slurm_job.nodes}
     for node, samples in by_node.items():
@@ -302,7 +316,8 @@ def test_slurm_nodes_without_gpus_skip_with_the_reason(tmp_path: Path, slurm_job
                                                        said: str, monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    with pytest.raises(NoGpu) as caught, monitor_for_run(Settings(launcher="slurm"), tmp_path, slurm_job):
+    with pytest.raises(NoGpu) as caught, monitor_for(node_runner(Settings(launcher="slurm"), tmp_path.name, slurm_job),
+                                                     tmp_path):
         pass
     assert str(caught.value) == f"no GPU telemetry on launcher=slurm: nvidia-smi on node1: {said}"
     assert steps_of(slurm_job.job_id) == []

@@ -72,6 +72,20 @@ def test_baseline_passes_an_unchanged_rerun_and_catches_a_regression(pytester, t
     result.stdout.fnmatch_lines([f"*regression against {better} in *output_throughput*", "*REGRESSION > 5%*"])
 
 
+def test_a_damaged_baseline_fails_every_scenario_with_the_reason_before_anything_starts(pytester, tmp_path):
+    damaged = tmp_path / "perf.json"
+    damaged.write_text(json.dumps({"scenarios": [{"name": "chat-isl256-osl64-c8"}]}))
+    reports = tmp_path / "reports"
+    result = run_throughput(pytester, reports, f"--baseline={damaged}")
+    result.assert_outcomes(errors=2)
+    out = result.stdout.str()
+    assert out.count(f"\n--baseline={damaged}: not a readable perf.json (scenarios[0]: no 'figures'); pass "
+                     "reports/<run-id>/perf.json of an earlier run\n") == 2, out
+    assert "Traceback" not in out and "raise " not in out and "During handling" not in out
+    (run_id,) = run_ids(reports)
+    assert not (reports / run_id / "services.json").exists(), "nothing is launched for a run that cannot be gated"
+
+
 # A profile any target meets on speed, so that only validity can fail it.
 LENIENT_PROFILE = """
 name: lenient

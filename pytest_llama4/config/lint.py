@@ -28,6 +28,7 @@ import yaml
 
 Severity = Literal["error", "warning"]
 YAML_SUFFIXES = (".yaml", ".yml")
+MOCKER_JSON = "mocker-json"  # an engine's config_format (deploy/engines/): Dynamo mocker engine args
 KEYS_DIR = Path(__file__).parent / "trtllm_keys"
 SHIPPED_KEYS = KEYS_DIR / "main-0004396.json"
 
@@ -551,10 +552,11 @@ def lint_configs(agg: Path | None = None, prefill: Path | None = None, decode: P
     return findings
 
 
-def lint_engine_config(path: Path, role: str, engine: str) -> list[Finding]:
-    """One worker's engine config as `--engine=<engine>` will read it (the config suite's entry point)."""
+def lint_engine_config(path: Path, role: str, config_format: str) -> list[Finding]:
+    """One worker's engine config as its engine will read it (the config suite's entry point): `config_format` is
+    the engine's, "mocker-json" or "llm-api-yaml"."""
     path = Path(path)
-    if engine != "mocker":
+    if config_format != MOCKER_JSON:
         return lint_file(path, role)
     if path.suffix in YAML_SUFFIXES:
         return [Finding("error", path, "", "--engine=mocker reads --extra-engine-args as Dynamo mocker JSON "

@@ -20,7 +20,6 @@ from .topology import DISCOVERY_MODES, Plan, Service, make_plan
 
 TOPOLOGIES = ("agg", "disagg")
 LAUNCHERS = ("local", "slurm", "endpoint")
-ENGINES = ("mocker", "dynamo-trtllm", "trtllm-serve")
 DEFAULT_SERVED_MODEL = "nvidia/Llama-4-Maverick-17B-128E-Instruct-FP8"
 
 
@@ -56,7 +55,8 @@ class Settings:
                             choices=LAUNCHERS)
     endpoint: str | None = setting(None, "base URL of a deployment that is already running (implies "
                                    "--launcher=endpoint)", env="LLAMA4_ENDPOINT")
-    engine: str = setting("mocker", "serving engine behind the OpenAI API", choices=ENGINES)
+    engine: str = setting("mocker", "serving engine behind the OpenAI API (the registry in deploy/engines/ lists them; "
+                                    "an unknown name is an error that lists them too)")
     model: str | None = setting(None, "model path or hub id (default for the mocker: a tiny built-in tokenizer model)",
                                 env="MODEL_PATH")
     served_model_name: str = setting(DEFAULT_SERVED_MODEL, "model name the API serves", env="SERVED_MODEL_NAME")
@@ -119,6 +119,11 @@ class Settings:
                          decode_nodes=self.decode_nodes, engine_config=self.engine_config,
                          prefill_engine_config=self.prefill_engine_config,
                          decode_engine_config=self.decode_engine_config, discovery=self.discovery)
+
+    @property
+    def launches(self) -> bool:
+        """Whether pytest-llama4 starts the deployment (not an --endpoint someone else runs)."""
+        return self.launcher != "endpoint"
 
     def on_host(self, path: Path) -> Path | None:
         """Where this machine reads a file the services read: through MOUNTS when they run in an image (then None
@@ -194,17 +199,6 @@ def _path_or_none(value: str | None, base: Path) -> Path | None:
     return path if path.is_absolute() else base / path
 
 
-def _require_engine_configs(values: dict[str, Any]) -> None:
-    """GPU workers take their engine config from the seed guide's variables; there is no safe default."""
-    needed = ("engine_config",) if values["topology"] == "agg" else ("prefill_engine_config", "decode_engine_config")
-    missing = [name.upper() for name in needed if not values[name]]
-    if missing:
-        raise pytest.UsageError(
-            f"--engine={values['engine']} --topology={values['topology']} needs {' and '.join(missing)} (or "
-            f"--{missing[0].lower().replace('_', '-')}), e.g. /mnt/engine_configs/llama4/eagle/eagle_"
-            f"{'agg' if values['topology'] == 'agg' else 'prefill'}.yaml with MOUNTS=\"$PWD/:/mnt\"")
-
-
 def host_path(container_path: Path, mounts: str | None) -> Path | None:
     """Where a path inside the container lives on the host, through pyxis mounts `src:dst[:flags],...`;
     None when no mount covers it (then it comes from the image itself)."""
@@ -243,23 +237,9 @@ def validate(values: dict[str, Any], sources: dict[str, str], base: Path) -> Set
         raise pytest.UsageError("--launcher=endpoint needs the deployment's URL: add --endpoint=http://HOST:PORT")
     if values["slurm_alloc"] and values["launcher"] != "slurm":
         raise pytest.UsageError("--slurm-alloc requests a SLURM allocation: add --launcher=slurm")
-    if values["launcher"] == "slurm" and values["engine"] == "trtllm-serve" and not values["dry_run"]:
-        raise pytest.UsageError("--engine=trtllm-serve cannot be launched by pytest-llama4 yet: start it with the "
-                                "seed guide's command (--dry-run prints it) and pass --endpoint=http://HEAD_NODE:8000 "
-                                "--engine=trtllm-serve")
-    if values["image"] and values["launcher"] == "slurm" and values["discovery"] == "file" and \
-            values["engine"] != "trtllm-serve":  # trtllm-serve has no discovery
-        raise pytest.UsageError("--image with --discovery=file: containers would each need the discovery directory "
-                                "mounted; use --discovery=etcd, the seed guide's etcd + NATS on the head node")
-    if values["engine"] in ("dynamo-trtllm", "trtllm-serve") and values["launcher"] == "slurm":
-        _require_engine_configs(values)
     if not re.match(r"^v?\d+\.\d+", str(values["dynamo_version"])):
         raise pytest.UsageError(f"{sources['dynamo_version']}: {values['dynamo_version']!r} is not a Dynamo release; "
                                 "use e.g. --dynamo-version=1.6.1 (see `python3 -m dynamo.frontend --version`)")
-    if values["launcher"] == "local" and values["engine"] != "mocker":
-        raise pytest.UsageError(
-            f"--engine={values['engine']} needs GPU nodes and cannot run as local processes; use --engine=mocker "
-            "for the embedded default, or --endpoint=URL for a deployment that is already running")
     for name in ("prefill_workers", "decode_workers", "num_nodes", "prefill_nodes", "decode_nodes", "gpus_per_node"):
         if values[name] < 1:
             raise pytest.UsageError(f"{sources[name]}: needs at least 1, got {values[name]}")
@@ -282,8 +262,6 @@ def validate(values: dict[str, Any], sources: dict[str, str], base: Path) -> Set
         values[name] = _path_or_none(values[name], base)
         if values[name] is not None and not values[name].is_file():
             raise pytest.UsageError(f"{sources[name]}: {values[name]} does not exist")
-    if values["profile"] is None and values["profile_file"] is None and values["engine"] == "mocker":
-        values["profile"] = "cpu-mocker"
     values["reports_dir"] = _path_or_none(values["reports_dir"], base)
     values["golden_file"] = _path_or_none(values["golden_file"], base)
     values["replay"] = _path_or_none(values["replay"], base)

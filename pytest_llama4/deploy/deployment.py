@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
 from ..config.settings import Settings
 from ..config.topology import Plan, Service
 from . import interrupts, readiness, services
-from .engines import dynamo_mocker
+from .engines import engine_for
 from .engines.base import Command
 from .launchers.base import Launcher, ServiceHandle
 from .logtail import framed
@@ -42,6 +44,29 @@ class Deployment:
     @property
     def served_model(self) -> str:
         return self.settings.served_model_name
+
+    @property
+    def run_dir(self) -> Path:
+        """Its report directory: logs/, engine_configs/ (the resolved configs the workers read), services.json."""
+        return self.logs_dir.parent
+
+    @property
+    def services(self) -> list[services.ServiceRecord]:
+        """What was launched for it (services.json): roles, nodes, logs, metrics ports; empty for an endpoint."""
+        return services.read(self.run_dir) if self.plan is not None else []
+
+    def hand_over(self) -> dict[str, Any]:
+        """What another process (an xdist worker) needs to use this deployment: JSON values only."""
+        return {"base_url": self.base_url, "launched": self.plan is not None, "logs_dir": str(self.logs_dir),
+                "dynamo_version": self.settings.dynamo_version}
+
+    @classmethod
+    def taken_over(cls, settings: Settings, handed: Mapping[str, Any]) -> Deployment:
+        """The deployment another process launched, as `hand_over` described it: its address, plan and report,
+        with the Dynamo release its preflight found; the launching process watches and stops it."""
+        settings = dataclasses.replace(settings, dynamo_version=handed["dynamo_version"])
+        return cls(settings, settings.plan if handed["launched"] else None, handed["base_url"],
+                   Path(handed["logs_dir"]))
 
     def describe(self) -> str:
         shape = self.plan.describe() if self.plan else "existing endpoint"
@@ -149,9 +174,10 @@ def _wait_for_port(deployment: Deployment, service: Service, host: str, port: in
 
 def _wait_ready(deployment: Deployment) -> None:
     session = requests.Session()
+    components = engine_for(deployment.settings.engine).health_components
     state = readiness.wait_until_ready(
         lambda time_left: readiness.check_once(session, deployment.base_url, deployment.plan,
-                                               deployment.served_model, dynamo_mocker.HEALTH_COMPONENT, time_left),
+                                               deployment.served_model, components, time_left),
         deployment.settings.startup_timeout,
         on_poll=lambda: _raise_if_died_during_startup(deployment),
     )

@@ -20,11 +20,12 @@ import yaml
 
 from ..config.settings import Settings
 from ..config.topology import DECODE, PREFILL, WORKER, Service
-from .engines import dynamo_mocker
+from .engines import dynamo_mocker, engine_for
 
 # The seed guide's known issue: `max_num_tokens: 8448` (its max_seq_len) can OOM aggregated serving.
 SEED_MAX_NUM_TOKENS = 8448
 TRTLLM_DEFAULT_MAX_NUM_TOKENS = 8192  # tensorrt_llm/llmapi/llm_args.py BaseLlmArgs.max_num_tokens
+STRESS_OUTPUT_TOKENS = 16  # what each stress prompt generates: the prompt, not the output, fills the budget
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def for_settings(settings: Settings) -> TokenLimits | str:
 def _for_settings(settings: Settings) -> TokenLimits | str:
     roles = (WORKER,) if settings.topology == "agg" else (PREFILL, DECODE)
     configs = {role: _config_path(settings, role) for role in roles}
-    if settings.engine == "mocker":
+    if engine_for(settings.engine).config_format == "mocker-json":
         loaded = {role: dynamo_mocker.engine_args(Service(role, 0, 0, engine_config=path), settings.speedup_ratio)
                   for role, path in configs.items()}
         return _limits(loaded, "max_num_batched_tokens", "max_model_len", chunked_default=True,

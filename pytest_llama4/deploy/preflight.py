@@ -1,8 +1,9 @@
 """Preflight: after the wiring is known and before any engine starts, one check step on every node of the plan
 proves that what the engines will need is there, and probes the Dynamo release that picks the workers' flags.
 
-The step is a launched service like the others (`srun --overlap` over all the plan's nodes, inside the image when
-there is one; a local process otherwise), so it sees paths, GPUs, ports and Python exactly as the services will.
+The step runs through the deployment's launcher (`Launcher.run_on_nodes`: `srun --overlap` over all the plan's nodes,
+inside the image when there is one; a local process otherwise), so it sees paths, GPUs, ports and Python exactly as
+the services will.
 It runs a self-contained script (`PROBE`, standard library only: our package is not on the nodes) that prints one
 JSON line of facts per node; the verdicts are made here, each naming the node, the check and the fix.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +22,8 @@ import pytest
 from ..config.settings import Settings
 from ..config.topology import Plan, Service
 from . import interrupts
-from .deployment import STOP_GRACE_SECONDS
-from .engines import dynamo_trtllm
-from .engines.base import Command
-from .launchers.base import Launcher
+from .engines import engine_for
+from .launchers.base import Launcher, StepTimeout
 from .logtail import framed
 from .wiring import Wiring
 
@@ -161,10 +159,12 @@ def skipped(settings: Settings) -> frozenset[str]:
 
 
 def applicable(settings: Settings) -> set[str]:
-    """The mocker needs no GPU and reads JSON, not LLM-API YAML; trtllm-serve runs no Dynamo."""
-    if settings.engine == "mocker":
-        return set(CHECKS) - {"gpus", "gpu-memory", "engine-config-keys"}
-    return set(CHECKS) - ({"dynamo-version"} if settings.engine == "trtllm-serve" else set())
+    """GPU checks for engines that need GPUs, the key check for LLM-API YAML, the release for Dynamo engines."""
+    engine = engine_for(settings.engine)
+    skip = set() if engine.needs_gpus else {"gpus", "gpu-memory"}
+    skip |= set() if engine.config_format == "llm-api-yaml" else {"engine-config-keys"}
+    skip |= set() if engine.runs_dynamo else {"dynamo-version"}
+    return set(CHECKS) - skip
 
 
 def check(settings: Settings, plan: Plan, wiring: Wiring, launcher: Launcher, *, run_dir: Path,
@@ -229,21 +229,18 @@ def _python(plan: Plan, wiring: Wiring) -> str:
 
 def run_probe(launcher: Launcher, python: str, spec: dict, node_count: int, log_path: Path, timeout: float
               ) -> dict[str, dict]:
-    """The check step, launched like a service over all the plan's nodes and always stopped; facts by node."""
-    service = dataclasses.replace(SERVICE, node_count=node_count)
-    handle = launcher.start(service, Command((python, "-c", PROBE, json.dumps(spec))), log_path)
+    """The check step over all the plan's nodes, inside the image where there is one, always stopped; facts by
+    node."""
+    nodes = launcher.node_names(dataclasses.replace(SERVICE, node_count=node_count))
+    step = launcher.run_on_nodes((python, "-c", PROBE, json.dumps(spec)), nodes, name=SERVICE.name,
+                                 log_path=log_path, in_image=True)
     try:
-        deadline = time.monotonic() + timeout
-        while handle.returncode() is None:
-            interrupts.raise_if_received()
-            if time.monotonic() > deadline:
-                raise PreflightError(f"the preflight step did not finish within {timeout:g}s (--startup-timeout)\n"
-                                     f"{framed('preflight', log_path)}")
-            time.sleep(0.1)
-    finally:
-        handle.stop(STOP_GRACE_SECONDS)
+        output = step.finish(timeout, poll=interrupts.raise_if_received).stdout
+    except StepTimeout:
+        raise PreflightError(f"the preflight step did not finish within {timeout:g}s (--startup-timeout)\n"
+                             f"{framed('preflight', log_path)}") from None
     facts = {}
-    for line in log_path.read_text(errors="replace").splitlines():
+    for line in output.splitlines():
         if line.startswith('{"preflight"'):
             entry = json.loads(line)
             facts[entry["preflight"]] = entry
@@ -335,12 +332,10 @@ def dynamo_release(facts: dict[str, dict], settings: Settings, declared: str | N
     if len(releases) != 1 or failures:
         return None, failures
     (version,) = releases
-    uses = "the run uses it"
-    if settings.engine == "dynamo-trtllm":
-        try:
-            uses = f"the dynamo.trtllm workers get its flags (argv shape {dynamo_trtllm.worker_shape(version).since})"
-        except ValueError as error:
-            return None, [Failure(", ".join(found), "dynamo-version", str(error), "use a newer image")]
+    try:
+        uses = engine_for(settings.engine).release_uses(version)
+    except ValueError as error:
+        return None, [Failure(", ".join(found), "dynamo-version", str(error), "use a newer image")]
     if declared and not _same_release(declared, version):
         warnings.warn(PreflightWarning(f"--dynamo-version={declared} was given, but the nodes run Dynamo {version}: "
                                        f"{uses}"), stacklevel=2)

@@ -62,10 +62,11 @@ def served_models(models: Mapping) -> list[str]:
 
 def check_once(session: requests.Session, base_url: str, plan: Plan | None, served_model: str,
                component_of: Mapping[str, str], time_left: float) -> Readiness:
-    """One round of readiness checks. `plan` is None for an endpoint we did not launch."""
+    """One round of readiness checks. `plan` is None for an endpoint we did not launch; `component_of` is empty
+    for an engine without Dynamo's instance list."""
     timeout = max(0.5, min(PROBE_TIMEOUT, time_left))
     try:
-        if plan is not None:
+        if plan is not None and component_of:  # a Dynamo frontend lists its workers' instances
             health = session.get(f"{base_url}/health", timeout=timeout).json()
             missing = missing_workers(plan, health, component_of)
             if missing:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+
+from .results import PerfDocument, PerfFileError
 
 # Gated: throughput and the median end-to-end latency. TTFT, TPOT and ITL (sensitive to queueing and to how
 # chunks coalesce) and every tail are in the table, but swung by 10-60% between identical mocker runs here.
@@ -17,11 +18,10 @@ def higher_is_better(metric: str) -> bool:
 
 
 def load(path: Path) -> dict[str, dict[str, float]]:
-    """Scenario name -> figures, from a perf.json."""
+    """Scenario name -> figures, from a perf.json (of any release: results.py reads the older ones too)."""
     try:
-        perf = json.loads(path.read_text())
-        return {s["name"]: s["figures"] for s in perf["scenarios"]}
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        return {s.name: s.figures for s in PerfDocument.read(path).scenarios}
+    except PerfFileError as error:
         raise pytest.UsageError(f"--baseline={path}: not a readable perf.json ({error}); pass "
                                 "reports/<run-id>/perf.json of an earlier run") from None
 

@@ -19,11 +19,6 @@ class CrossCheck:
     client_ttft_ms_mean: float
     problems: tuple[str, ...]
 
-    def as_dict(self) -> dict:
-        return {"server_requests": self.server_requests, "client_requests": self.client_requests,
-                "server_ttft_ms_mean": self.server_ttft_ms_mean, "client_ttft_ms_mean": self.client_ttft_ms_mean,
-                "problems": list(self.problems)}
-
 
 def compare(before: dict[str, float], after: dict[str, float], client_requests: int, client_ttft_ms_mean: float,
             tolerance_ms: float = DEFAULT_TOLERANCE_MS, tolerance_pct: float = DEFAULT_TOLERANCE_PCT) -> CrossCheck:

@@ -3,7 +3,8 @@
 Processes are found by the labels every launched process carries (`PYTEST_LLAMA4_RUN=<run id>`,
 `PYTEST_LLAMA4_SERVICE=<service>`, see launchers/local.py), never by launcher handles: under pytest-xdist the
 controller hosts the deployment and a worker process has no handles, only the run id. Locally /proc is read in
-this process; on SLURM one `srun --overlap` step per node streams what /proc shows there (procscan.py).
+this process; on SLURM one helper step per node (`Launcher.run_on_nodes`: `srun --overlap`) streams what /proc
+shows there (procscan.py).
 
 RSS counts pages shared between a service's processes once per process, so the sum errs on the high side:
 right for a limit that must not be crossed.
@@ -12,9 +13,9 @@ right for a limit that must not be crossed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -22,19 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from ..config.topology import Service
 from ..deploy import procscan
 from ..deploy import services as service_records
-from ..deploy.engines.base import Command
-from ..deploy.launchers.allocation import Allocation, SlurmError
-from ..deploy.launchers.local import die_with_parent, labelled_env
-from ..deploy.launchers.slurm import SlurmStep, srun_argv, step_name_for
-from ..plugin.session import Run
+from ..deploy.launchers.allocation import SlurmError
+from ..deploy.launchers.base import Launcher, NodeStep
+from ..deploy.launchers.local import RUN_LABEL_ENV, LocalLauncher
 
 MIB = 1024 * 1024
 LOCAL_NODE = "local"
 SAMPLER_ROLE = "host-memory"
-STOP_GRACE = 5.0
 NO_SERVICES_OF_OURS = ("--endpoint: this deployment was started by someone else, so its processes, logs and "
                        "worker metrics are not ours to read")
 T = TypeVar("T")
@@ -91,52 +88,43 @@ class LocalProcesses:
 
 @dataclass
 class SlurmProcesses:
-    """The run's processes on the nodes its services run on: one streaming `srun --overlap` step per node (built
-    like the services' steps), each printing what /proc shows there every `interval` seconds. It runs python3 on
-    the node outside any container: the host's /proc shows the containers' processes too."""
+    """The run's processes on the nodes its services run on: one streaming helper step per node (an `srun
+    --overlap` step), each printing what /proc shows there every `interval` seconds. It runs python3 on the node
+    outside any container: the host's /proc shows the containers' processes too."""
 
+    runner: Launcher
     run_id: str
     services: frozenset[str]
-    allocation: Allocation
     nodes: tuple[str, ...]
     interval: float = 0.5
     first_reading_timeout: float = 60.0
-    _steps: list[SlurmStep] = field(default_factory=list)
+    _steps: list[NodeStep] = field(default_factory=list)
     _latest: dict[str, list[list]] = field(default_factory=dict)
     _errors: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def command(self, node: str) -> Command:
-        return Command(("python3", "-c", Path(procscan.__file__).read_text(), self.run_id, node, str(self.interval)))
+    def command(self, node: str) -> tuple[str, ...]:
+        return ("python3", "-c", Path(procscan.__file__).read_text(), self.run_id, node, str(self.interval))
 
-    def step_service(self, node: str) -> Service:
-        """The sampler as a pseudo-service on `node`, so the launcher's step helpers apply; labelled like every
-        step of the run (a leaked one is traced to it), and left out of the readings by name."""
-        return Service(SAMPLER_ROLE, os.getpid(), self.allocation.nodes.index(node))
+    def step_name(self, node: str) -> str:
+        """Labelled like every step of the run (a leaked one is traced to it), and left out of the readings, as it
+        is no service; the pid: xdist workers never cancel each other's steps."""
+        return f"{SAMPLER_ROLE}-{os.getpid()}-{node}"
 
     def start(self) -> None:
-        """Started from the calling thread: die_with_parent ties each srun client to it."""
+        """Started from the calling thread, which the steps are tied to (Launcher.run_on_nodes)."""
         for node in self.nodes:
-            service, command = self.step_service(node), self.command(node)
-            step_name = step_name_for(self.run_id, f"{service.name}-{node}")  # the pid: xdist workers never collide
-            argv = srun_argv(service, command, self.allocation, step_name=step_name)
-            process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       text=True, env=labelled_env(command, self.run_id, service),
-                                       start_new_session=True, preexec_fn=die_with_parent)
-            self._steps.append(SlurmStep(service, command, Path(os.devnull), process, self.allocation.job_id,
-                                         step_name, (node,)))
-            threading.Thread(target=self._follow, args=(node, process), daemon=True,
-                             name=f"llama4-rss-{node}").start()
+            self._steps.append(self.runner.run_on_nodes(self.command(node), (node,), name=self.step_name(node),
+                                                        follow=functools.partial(self._follow, node)))
 
-    def _follow(self, node: str, process: subprocess.Popen) -> None:
-        assert process.stdout is not None and process.stderr is not None
-        for line in process.stdout:
+    def _follow(self, node: str, step: NodeStep) -> None:
+        for line in step.stdout:
             with contextlib.suppress(ValueError, KeyError):
                 procs = json.loads(line)["procs"]
                 with self._lock:
                     self._latest[node] = procs
         if node not in self._latest:
-            self._errors[node] = f"srun exited {process.wait()}: {process.stderr.read().strip()[-500:]}"
+            self._errors[node] = f"srun exited {step.process.wait()}: {step.stderr().strip()[-500:]}"
 
     def read(self) -> list[ServiceMemory]:
         if not self._steps:
@@ -151,28 +139,27 @@ class SlurmProcesses:
             return _group(dict(self._latest), self.services)
 
     def close(self) -> None:
-        """Cancel each step as the launcher cancels services (scancel TERM, then KILL) and wait until it is gone."""
+        """Stop each step as the launcher stops every step, and wait until it is gone."""
         for step in self._steps:
-            step.stop(STOP_GRACE)
-            for stream in (step.process.stdin, step.process.stdout, step.process.stderr):
-                if stream is not None:
-                    stream.close()
+            step.stop()
         self._steps.clear()
 
 
-def source_for(run: Run, services: frozenset[str]) -> ProcessSource | str:
-    """How to read the processes of these services of the run, or why they cannot be read (a skip reason)."""
-    settings = run.settings
-    if settings.launcher == "endpoint":
+def run_label(source: ProcessSource) -> str:
+    """The environment label the source finds the run's processes by, as a person would grep for it."""
+    return f"{RUN_LABEL_ENV}={source.run_id}"
+
+
+def process_source(runner: Launcher | None, run_dir: Path, services: frozenset[str]) -> ProcessSource | str:
+    """How to read the processes of these services of the run in run_dir (reports/<run-id>), where `runner` runs
+    it (None: an --endpoint), or why they cannot be read (a skip reason)."""
+    if runner is None:
         return NO_SERVICES_OF_OURS
-    if settings.launcher == "local":
-        return LocalProcesses(run.run_id, services)
-    allocation = run.slurm_allocation()
-    if allocation is None:
-        return f"no SLURM allocation found for run {run.run_id} (job name pytest-llama4-{run.run_id})"
-    used = {node for record in service_records.read(run.run_dir) for node in record.nodes}
-    return SlurmProcesses(run.run_id, services, allocation, tuple(n for n in allocation.nodes if n in used)
-                          or allocation.nodes)
+    run_id = run_dir.name
+    if isinstance(runner, LocalLauncher):
+        return LocalProcesses(run_id, services)
+    used = {node for record in service_records.read(run_dir) for node in record.nodes}
+    return SlurmProcesses(runner, run_id, services, tuple(n for n in runner.nodes if n in used) or runner.nodes)
 
 
 def sample_during(work: Callable[[], T], read: Callable[[], S], interval: float) -> tuple[T, list[S]]:

@@ -1,9 +1,9 @@
 """GPU telemetry: per-GPU memory and utilisation, sampled on every node of the deployment while a test runs.
 
-Two kinds of source feed one `GpuMonitor`: NVML polled by a thread (launcher=local), or one `srun --overlap` step
-per node running `nvidia-smi --query-gpu=... -lms N`, whose CSV lines a thread parses as they come
-(launcher=slurm). The monitor keeps every sample and appends it to reports/<run-id>/gpu.csv, which summary.html
-plots. Where there is nothing to sample, `NoGpu` carries the exact reason a GPU test skips with.
+Two kinds of source feed one `GpuMonitor`: NVML polled by a thread (launcher=local), or one helper step per node
+(`Launcher.run_on_nodes`: `srun --overlap`) running `nvidia-smi --query-gpu=... -lms N`, whose CSV lines a thread
+parses as they come (launcher=slurm). The monitor keeps every sample and appends it to reports/<run-id>/gpu.csv,
+which summary.html plots. Where there is nothing to sample, `NoGpu` carries the exact reason a GPU test skips with.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import collections
 import contextlib
 import csv
 import fcntl
+import functools
 import io
 import os
 import socket
@@ -25,17 +26,12 @@ from typing import Protocol, TypeVar
 
 import pynvml
 
-from ..config.settings import Settings
-from ..config.topology import Service
-from ..deploy.engines.base import Command
-from ..deploy.launchers.allocation import Allocation
-from ..deploy.launchers.local import die_with_parent, labelled_env
-from ..deploy.launchers.slurm import SlurmStep, srun_argv, step_name_for
+from ..deploy.launchers.base import HELPER_STOP_GRACE_S, Launcher, NodeStep
+from ..deploy.launchers.local import LocalLauncher
 from ..deploy.logtail import tail
 
 DEFAULT_INTERVAL_S = 0.5
 START_TIMEOUT_S = 60.0  # an srun step can take this long to start on a busy controller
-STOP_GRACE_S = 5.0
 CSV_FILE = "gpu.csv"
 CSV_COLUMNS = ("time", "node", "gpu", "name", "memory_used_mib", "memory_total_mib", "utilization_pct")
 QUERY_FIELDS = ("index", "name", "memory.used", "memory.total", "utilization.gpu")
@@ -211,89 +207,53 @@ def _memory_info(handle: object) -> object:
         return pynvml.nvmlDeviceGetMemoryInfo(handle)
 
 
-# --- nvidia-smi in a SLURM step (launcher=slurm) ------------------------------------------------------------
-
-
-def telemetry_srun_argv(allocation: Allocation, node: str, *, step_name: str, interval_s: float) -> list[str]:
-    """`srun --overlap` one nvidia-smi task on `node`, built like every service step (launchers/slurm.py).
-
-    No container: nvidia-smi comes with the node's driver. `--unbuffered` runs the task on a pty, so each
-    sampled line reaches us when it is printed rather than when a pipe buffer fills.
-    """
-    command = Command(nvidia_smi_query(max(1, round(interval_s * 1000))))
-    srun, *rest = srun_argv(_service(allocation, node), command, allocation, step_name=step_name)
-    return [srun, "--unbuffered", *rest]
-
-
-def _service(allocation: Allocation, node: str) -> Service:
-    """The telemetry step as a service on `node`, so the launcher's step helpers apply to it."""
-    return Service(role="gpu-telemetry", index=0, node=allocation.nodes.index(node))
+# --- nvidia-smi in a helper step on each node (launcher=slurm) ----------------------------------------------
 
 
 class SlurmNvidiaSmiSource:
-    """One `srun --overlap ... nvidia-smi -lms N` step on one node; a thread parses its output line by line.
+    """One `nvidia-smi -lms N` helper step on one node (no image: nvidia-smi comes with the node's driver); its
+    output is parsed line by line as it comes. stop() ends the step as the launcher ends every step.
 
-    The step is named like the launcher's steps (`llama4-<run-id>-...`), plus this process id so that concurrent
-    monitors (pytest-xdist workers) never cancel each other's steps. stop() cancels it and waits until squeue no
-    longer lists it, as the launcher does for services.
+    The step is named after this process id too, so that concurrent monitors (pytest-xdist workers) never cancel
+    each other's steps.
     """
 
-    def __init__(self, allocation: Allocation, node: str, *, run_label: str, log_path: Path,
-                 interval_s: float = DEFAULT_INTERVAL_S) -> None:
+    def __init__(self, runner: Launcher, node: str, *, log_path: Path, interval_s: float = DEFAULT_INTERVAL_S) -> None:
+        self.runner = runner
         self.node = node
         self.log_path = log_path
-        self.run_label = run_label
-        self.step_name = step_name_for(run_label, f"gpu-telemetry-{os.getpid()}-{node}")
-        self.argv = telemetry_srun_argv(allocation, node, step_name=self.step_name, interval_s=interval_s)
-        self._service = _service(allocation, node)
-        self._job_id = allocation.job_id
-        self._step: SlurmStep | None = None
-        self._reader: threading.Thread | None = None
+        self.name = f"gpu-telemetry-{os.getpid()}-{node}"
+        self.argv = nvidia_smi_query(max(1, round(interval_s * 1000)))
+        self._step: NodeStep | None = None
         self._stopping = threading.Event()
         self._failure: Exception | None = None
         self._unparsed: collections.deque[str] = collections.deque(maxlen=5)  # nvidia-smi prints errors to stdout
 
     def start(self, emit: Emit) -> None:
-        """Started from the calling thread: die_with_parent ties the srun client to it (launchers/local.py)."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        command = Command(tuple(self.argv))
-        with self.log_path.open("ab") as log:
-            log.write(f"# {time.strftime('%Y-%m-%dT%H:%M:%S')} {command.shell()}\n".encode())
-            log.flush()
-            process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
-                                       text=True, env=labelled_env(command, self.run_label, self._service),
-                                       start_new_session=True, preexec_fn=die_with_parent)
-        self._step = SlurmStep(self._service, command, self.log_path, process, self._job_id,
-                               self.step_name, (self.node,))
-        self._reader = threading.Thread(target=self._read, args=(process.stdout, emit),
-                                        name=f"gpu-telemetry-{self.node}", daemon=True)
-        self._reader.start()
+        """Started from the calling thread, which the step is tied to (Launcher.run_on_nodes)."""
+        self._step = self.runner.run_on_nodes(self.argv, (self.node,), name=self.name, log_path=self.log_path,
+                                              follow=functools.partial(self._read, emit=emit))
 
-    def _read(self, stdout: io.TextIOBase, emit: Emit) -> None:
-        read_nvidia_smi(stdout, node=self.node, emit=emit, unparsed=self._unparsed.append)
+    def _read(self, step: NodeStep, emit: Emit) -> None:
+        read_nvidia_smi(step.stdout, node=self.node, emit=emit, unparsed=self._unparsed.append)
         if not self._stopping.is_set():
-            self._failure = self._ended_reason()
+            self._failure = self._ended_reason(step)
 
-    def _ended_reason(self) -> Exception:
-        assert self._step is not None
+    def _ended_reason(self, step: NodeStep) -> Exception:
         with contextlib.suppress(subprocess.TimeoutExpired):  # stdout closed: srun is on its way out
-            self._step.process.wait(timeout=STOP_GRACE_S)
+            step.process.wait(timeout=HELPER_STOP_GRACE_S)
         said = "\n".join([*filter(None, self._unparsed), tail(self.log_path, 5)])
         if any(sign in said for sign in _NO_GPU_SIGNS):
             last = [line for line in said.splitlines() if any(sign in line for sign in _NO_GPU_SIGNS)][-1]
             return NoGpu(f"no GPU telemetry on launcher=slurm: nvidia-smi on {self.node}: {last.strip()}")
         return GpuTelemetryError(f"the GPU telemetry step on {self.node} ended (srun exit "
-                                 f"{self._step.returncode()}): {said}")
+                                 f"{step.returncode()}): {said}")
 
     def stop(self) -> None:
         self._stopping.set()
-        if self._step is None:
-            return
-        self._step.stop(STOP_GRACE_S)
-        assert self._reader is not None
-        self._reader.join()
-        self._step.process.stdout.close()
-        self._step = None
+        if self._step is not None:
+            self._step.stop()
+            self._step = None
 
     def failure(self) -> Exception | None:
         return self._failure
@@ -440,33 +400,27 @@ def read_csv(path: Path) -> list[GpuSample]:
 # --- for the gpu_monitor fixture ----------------------------------------------------------------------------
 
 
-def gpu_unavailable_reason(settings: Settings) -> str | None:
-    """Why a GPU test cannot be measured in this run, known without starting anything; None when it may be.
-
-    On SLURM it is only known once nvidia-smi ran on the nodes: entering the monitor raises NoGpu then.
-    """
-    if settings.launcher == "endpoint":
+def gpu_unavailable_reason(runner: Launcher | None) -> str | None:
+    """Why a GPU test cannot be measured where `runner` runs the deployment (None: an --endpoint), known without
+    starting anything; None when it may be. On SLURM it is only known once nvidia-smi ran on the nodes: entering
+    the monitor raises NoGpu then."""
+    if runner is None:
         return ENDPOINT_REASON
-    if settings.launcher == "local":
+    if isinstance(runner, LocalLauncher):
         reason = nvml_unavailable_reason()
         return _LOCAL + reason if reason else None
     return None
 
 
-def monitor_for_run(settings: Settings, run_dir: Path, allocation: Allocation | None,
-                    interval_s: float = DEFAULT_INTERVAL_S) -> GpuMonitor:
-    """The monitor for this run's deployment, appending to run_dir/gpu.csv. Raises NoGpu with the skip reason.
-
-    `allocation`: the SLURM allocation the deployment runs in (launcher=slurm only); every node is sampled.
-    """
-    reason = gpu_unavailable_reason(settings)
-    if reason:
+def monitor_for(runner: Launcher | None, run_dir: Path, interval_s: float = DEFAULT_INTERVAL_S) -> GpuMonitor:
+    """The monitor of every node `runner` runs the deployment on, appending to run_dir/gpu.csv: NVML here for a
+    local deployment, else one nvidia-smi step per node. Raises NoGpu with the skip reason."""
+    if reason := gpu_unavailable_reason(runner):
         raise NoGpu(reason)
-    if settings.launcher == "local":
+    assert runner is not None  # an --endpoint has its reason
+    if isinstance(runner, LocalLauncher):
         return GpuMonitor([NvmlSource(interval_s)], run_dir / CSV_FILE)
-    if allocation is None:
-        raise ValueError("launcher=slurm: GPU telemetry needs the deployment's allocation")
-    sources = [SlurmNvidiaSmiSource(allocation, node, run_label=run_dir.name, interval_s=interval_s,
+    sources = [SlurmNvidiaSmiSource(runner, node, interval_s=interval_s,
                                     log_path=run_dir / "logs" / f"gpu-telemetry-{node}.log")
-               for node in allocation.nodes]
+               for node in runner.nodes]
     return GpuMonitor(sources, run_dir / CSV_FILE)

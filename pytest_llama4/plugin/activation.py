@@ -25,8 +25,9 @@ from ..config.settings import OPTIONS, in_ini
 
 SWITCH = "llama4"
 # The fixtures of plugin/fixtures.py that suites use (tests/test_activation.py keeps this list in step).
-FIXTURES = ("llama4_settings", "deployment", "private_deployments", "launched_services", "gpu_monitor",
-            "served_model", "base_url", "api", "openai_client", "profile", "perf_log", "tokenizer_dir")
+FIXTURES = ("llama4_settings", "llama4_engine", "deployment", "private_deployments", "launched_services", "gpu_monitor",
+            "served_model", "base_url", "api", "openai_client", "profile", "perf_log", "tokenizer_dir",
+            "service_processes")
 
 
 def add_switch(parser: pytest.Parser) -> None:

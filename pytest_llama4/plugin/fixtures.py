@@ -16,10 +16,13 @@ from ..api.client import ApiClient
 from ..config.settings import Settings
 from ..deploy import services
 from ..deploy.deployment import Deployment, DeploymentError
-from ..deploy.fixture_model import ensure_model_dir
+from ..deploy.engines import engine_for
+from ..deploy.engines.base import Engine
+from ..measure import host_memory
 from ..measure.host_memory import NO_SERVICES_OF_OURS
 from ..measure.profiles import Profile
-from ..measure.telemetry import GpuMonitor, NoGpu, monitor_for_run
+from ..measure.results import ScenarioResult
+from ..measure.telemetry import GpuMonitor, NoGpu, monitor_for
 from . import properties
 from .session import Run, current_run
 from .startup import STARTUP_ERRORS, private_deployment, start_deployment
@@ -30,6 +33,13 @@ from .xdist import ask_controller
 def llama4_settings(pytestconfig: pytest.Config) -> Settings:
     """The resolved run settings (topology, engine, served model, ...)."""
     return current_run(pytestconfig).settings
+
+
+@pytest.fixture(scope="session")
+def llama4_engine(llama4_settings: Settings) -> Engine:
+    """What the run's engine is (deploy/engines/): whether its text is deterministic, whether it drafts tokens, its
+    config format, its default engine configs. Suites ask it instead of comparing engine names."""
+    return engine_for(llama4_settings.engine)
 
 
 @pytest.fixture(scope="session")
@@ -49,23 +59,23 @@ def deployment(pytestconfig: pytest.Config, record_testsuite_property) -> Iterat
 
 
 def _from_controller(run: Run) -> Deployment:
-    """The controller's deployment as a worker sees it: its address only; the controller watches and stops it."""
+    """The controller's deployment as a worker sees it (Deployment.hand_over); the controller watches and stops it."""
     answer = ask_controller(run.run_dir, run.settings.startup_timeout + 60)
     if "error" in answer:
         raise DeploymentError(answer["error"])
-    return Deployment(run.settings, run.settings.plan if answer["launched"] else None,
-                      answer["base_url"], run.logs_dir)
+    return Deployment.taken_over(run.settings, answer)
 
 
 @pytest.fixture(scope="session")
-def private_deployments(llama4_settings: Settings, pytestconfig: pytest.Config
+def private_deployments(llama4_settings: Settings, llama4_engine: Engine, pytestconfig: pytest.Config
                         ) -> Callable[..., AbstractContextManager[Deployment]]:
     """`with private_deployments("name", speedup_ratio=1) as dep:` a second deployment of this run's settings
-    with some changed, for checks that must disturb or re-speed one. The mocker only: a cluster engine's second
-    deployment would need GPUs of its own."""
-    if llama4_settings.launcher == "endpoint" or llama4_settings.engine != "mocker":
-        pytest.skip(f"needs a second, private deployment, which only --engine=mocker can launch beside the one under "
-                    f"test (--engine={llama4_settings.engine} --launcher={llama4_settings.launcher})")
+    with some changed, for checks that must disturb or re-speed one. Engines that need no GPU only: a cluster
+    engine's second deployment would need GPUs of its own."""
+    if not llama4_settings.launches or llama4_engine.needs_gpus:
+        pytest.skip(f"needs a second, private deployment, which only a launched engine without GPUs (--engine=mocker) "
+                    f"can start beside the one under test (--engine={llama4_settings.engine} "
+                    f"--launcher={llama4_settings.launcher})")
     return functools.partial(private_deployment, pytestconfig)
 
 
@@ -86,10 +96,26 @@ def gpu_monitor(pytestconfig: pytest.Config, deployment: Deployment) -> Iterator
     run = current_run(pytestconfig)
     with contextlib.ExitStack() as stack:
         try:
-            monitor = stack.enter_context(monitor_for_run(run.settings, run.run_dir, run.slurm_allocation()))
+            monitor = stack.enter_context(monitor_for(run.node_runner(), run.run_dir))
         except NoGpu as reason:
             pytest.skip(str(reason))
         yield monitor
+
+
+@pytest.fixture(scope="session")
+def service_processes(pytestconfig: pytest.Config, deployment: Deployment
+                      ) -> Iterator[host_memory.ProcessSource | str]:
+    """The launched services' processes, found by the run label each one carries (on SLURM through one helper step
+    per node), or why they cannot be read (a skip reason)."""
+    names = frozenset(s.name for s in deployment.plan.services) if deployment.plan else frozenset()
+    run = current_run(pytestconfig)
+    try:
+        source = host_memory.process_source(run.node_runner(), run.run_dir, names)
+    except ValueError as error:
+        source = str(error)
+    yield source
+    if not isinstance(source, str):
+        source.close()
 
 
 @pytest.fixture(scope="session")
@@ -140,18 +166,18 @@ def profile(pytestconfig: pytest.Config) -> Profile:
 
 
 @pytest.fixture(scope="session")
-def perf_log(pytestconfig: pytest.Config) -> Callable[[dict], None]:
+def perf_log(pytestconfig: pytest.Config) -> Callable[[ScenarioResult], None]:
     """Record one scenario's results; all of them are written to reports/<run-id>/perf.json at the end."""
     return current_run(pytestconfig).record_perf
 
 
 @pytest.fixture(scope="session")
-def tokenizer_dir(llama4_settings: Settings) -> Path | None:
+def tokenizer_dir(llama4_settings: Settings, llama4_engine: Engine) -> Path | None:
     """The served model's tokenizer, when it is on this machine: prompts are then token-exact."""
     if llama4_settings.model:
         local = Path(llama4_settings.model)
         return local if (local / "tokenizer.json").is_file() else None
-    return ensure_model_dir() if llama4_settings.engine == "mocker" else None
+    return llama4_engine.default_model()
 
 
 EXCLUSIVE_MARKERS = ("throughput", "memory", "exclusive")

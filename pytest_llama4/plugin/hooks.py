@@ -3,16 +3,17 @@ Registered by `activate` only in sessions that asked for pytest-llama4 (plugin/a
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Callable, Mapping
 
 import pytest
 
 from ..config.resolve import resolve
-from ..deploy import interrupts, preflight
+from ..deploy import engine_limits, engines, interrupts, preflight
 from ..deploy.launchers import slurm_preflight
 from ..deploy.readiness import CONNECTION_ERRORS, answers
 from ..measure import profiles
+from ..measure.profiles import ProfileScenario
 from ..report import dryrun, provenance, replay
 from ..report.summary import write_summary
 from . import properties, waivers
@@ -43,7 +44,7 @@ def activate(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {description}")
     config.pluginmanager.import_plugin("pytest_llama4.plugin.fixtures")
     run_id = getattr(config, "workerinput", {}).get("llama4_run_id") or new_run_id()
-    run = Run(resolve(config), run_id)
+    run = Run(engines.settle(resolve(config)), run_id)
     config.stash[RUN_KEY] = run
     run.profile = profiles.resolve(run.settings.profile, run.settings.profile_file)
     if run.profile and run.profile.engines and run.settings.engine not in run.profile.engines:
@@ -87,8 +88,7 @@ def _host_for_workers(config: pytest.Config, run: Run) -> SharedDeploymentHost |
         return None
 
     def start() -> dict:
-        deployment = start_deployment(config)
-        return {"base_url": deployment.base_url, "launched": deployment.plan is not None}
+        return start_deployment(config).hand_over()
 
     run.shared_host = SharedDeploymentHost(run.run_dir, start)
     run.shared_host.open()
@@ -134,18 +134,47 @@ def pytest_runtest_call(item: pytest.Item):
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """The throughput suite runs once per scenario of the profile that fits this topology."""
-    if "profile_scenario" not in metafunc.fixturenames:
-        return
+    """The fixtures parametrized from the run's settings at collection time, so that suites never read session
+    state: `profile_scenario`, `config_role`, `stress_prompt_tokens`. Nothing to run is one skipped case that
+    says why."""
     run = current_run(metafunc.config)
+    for name, cases in COLLECTION_PARAMETERS.items():
+        if name in metafunc.fixturenames:
+            found = cases(run)
+            if isinstance(found, str):
+                metafunc.parametrize(name, [pytest.param(None, marks=pytest.mark.skip(reason=found))], ids=["none"])
+            else:
+                metafunc.parametrize(name, list(found.values()), ids=list(found))
+
+
+def _profile_scenarios(run: Run) -> dict[str, ProfileScenario] | str:
+    """The throughput suite runs once per scenario of the profile that fits this topology."""
     scenarios = run.profile.scenarios_for(run.settings.topology) if run.profile else []
     if scenarios:
-        metafunc.parametrize("profile_scenario", scenarios, ids=[s.scenario.name for s in scenarios])
-        return
-    reason = (f"profile {run.profile.name} has no scenario for --topology={run.settings.topology}" if run.profile
-              else f"no throughput profile for --engine={run.settings.engine}: pass --profile or --profile-file")
-    metafunc.parametrize("profile_scenario", [pytest.param(None, marks=pytest.mark.skip(reason=reason))],
-                         ids=["no-scenario"])
+        return {s.scenario.name: s for s in scenarios}
+    return (f"profile {run.profile.name} has no scenario for --topology={run.settings.topology}" if run.profile
+            else f"no throughput profile for --engine={run.settings.engine}: pass --profile or --profile-file")
+
+
+def _config_roles(run: Run) -> dict[str, str]:
+    """The config suite lints each worker role's engine config."""
+    return {"agg": "agg"} if run.settings.topology == "agg" else {"prefill": "prefill", "decode": "decode"}
+
+
+def _stress_prompt_tokens(run: Run) -> dict[str, int] | str:
+    """The memory suite's stress case runs once per prompt length the engine config in use calls for."""
+    limits = engine_limits.for_settings(run.settings)
+    if isinstance(limits, str):
+        return limits
+    cases = engine_limits.stress_cases(limits, engine_limits.STRESS_OUTPUT_TOKENS)
+    return dict(cases) if cases else f"{limits.source} sets no max_num_tokens"
+
+
+COLLECTION_PARAMETERS: dict[str, Callable[[Run], Mapping[str, object] | str]] = {
+    "profile_scenario": _profile_scenarios,
+    "config_role": _config_roles,
+    "stress_prompt_tokens": _stress_prompt_tokens,
+}
 
 
 class OutcomeRecorder:
@@ -175,9 +204,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     run = current_run(session.config)
     if hasattr(session.config, "workerinput") or run.junit_path is None:
         return
-    perf_path = run.write_perf()
-    if run.deployment is not None or perf_path is not None:
-        perf = json.loads(perf_path.read_text()) if perf_path else None
+    perf = run.write_perf()
+    if run.deployment is not None or perf is not None:
         run.summary_path = write_summary(run.run_dir, title=f"pytest-llama4 run {run.run_id}",
                                          settings=run.settings.as_properties(),
                                          deployment=run.deployment.describe() if run.deployment else None,

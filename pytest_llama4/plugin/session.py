@@ -14,8 +14,12 @@ import pytest
 
 from ..config.settings import Settings
 from ..deploy.deployment import Deployment
+from ..deploy.launchers import node_runner
 from ..deploy.launchers.allocation import Allocation, SlurmError, hostnames, slurm
+from ..deploy.launchers.base import Launcher
 from ..measure.profiles import Profile
+from ..measure.results import FILE as PERF_FILE
+from ..measure.results import PerfDocument, ScenarioResult
 from .xdist import SharedDeploymentHost
 
 
@@ -43,25 +47,25 @@ class Run:
     header: list[str] = field(default_factory=list)  # provenance: what the run ran on, atop the summary
     notes: list[str] = field(default_factory=list)  # replay: what was replayed and selected
 
-    def record_perf(self, entry: dict) -> None:
+    def record_perf(self, result: ScenarioResult) -> None:
         """One measured scenario, kept as its own file so every xdist worker can add to the same run."""
         parts = self.run_dir / ".perf"
         parts.mkdir(parents=True, exist_ok=True)
-        (parts / f"{time.monotonic_ns()}-{os.getpid()}.json").write_text(json.dumps(entry))
+        (parts / f"{time.monotonic_ns()}-{os.getpid()}.json").write_text(json.dumps(result.to_dict()))
 
-    def write_perf(self) -> Path | None:
+    def write_perf(self) -> PerfDocument | None:
         """reports/<run-id>/perf.json (what --baseline reads next time), from every recorded scenario."""
         parts = sorted((self.run_dir / ".perf").glob("*.json"), key=lambda p: int(p.name.split("-")[0]))
         if not parts:
             return None
-        path = self.run_dir / "perf.json"
-        path.write_text(json.dumps({
-            "run_id": self.run_id, "settings": self.settings.as_properties(),
-            "deployment": self.deployment.describe() if self.deployment else None,
-            "profile": self.profile.name if self.profile else None,
-            "scenarios": [json.loads(p.read_text()) for p in parts]}, indent=1))
+        perf = PerfDocument(
+            run_id=self.run_id, settings=self.settings.as_properties(),
+            deployment=self.deployment.describe() if self.deployment else None,
+            profile=self.profile.name if self.profile else None,
+            scenarios=tuple(ScenarioResult.from_dict(json.loads(p.read_text()), p.name) for p in parts))
+        perf.write(self.run_dir / PERF_FILE)
         shutil.rmtree(self.run_dir / ".perf", ignore_errors=True)
-        return path
+        return perf
 
     def slurm_allocation(self) -> Allocation | None:
         """The run's SLURM job: the one pytest runs inside, the one the launcher requested (--slurm-alloc, on the
@@ -80,6 +84,14 @@ class Run:
             return None
         job_id, nodelist = found[0].split("|")
         return Allocation(job_id, hostnames(nodelist))
+
+    def node_runner(self) -> Launcher | None:
+        """What runs helper steps (telemetry, host memory) on the deployment's nodes, in any process of the run;
+        None for an --endpoint. ValueError when a SLURM run's allocation cannot be found."""
+        allocation = self.slurm_allocation()
+        if self.settings.launcher == "slurm" and allocation is None:
+            raise ValueError(f"no SLURM allocation found for run {self.run_id} (job name pytest-llama4-{self.run_id})")
+        return node_runner(self.settings, self.run_id, allocation)
 
     @property
     def run_dir(self) -> Path:

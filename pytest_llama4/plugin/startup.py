@@ -24,7 +24,7 @@ from .session import STARTED_KEY, current_run
 def start_deployment(config: pytest.Config) -> Deployment:
     """Launch the planned deployment (or connect to --endpoint) and remember it in the run."""
     run = current_run(config)
-    if run.settings.launcher == "endpoint":
+    if not run.settings.launches:
         dep = deployment_module.connect_endpoint(run.settings, run.logs_dir)
     else:
         needed = run.settings.plan.num_nodes

@@ -20,9 +20,9 @@ class Waiver:
     engines: tuple[str, ...]
     reason: str
 
-    def applies(self, item: pytest.Item, engine: str) -> bool:
+    def applies(self, item: pytest.Item, engine_name: str) -> bool:
         pattern = ".*".join(map(re.escape, self.test.split("*")))
-        return engine in self.engines and re.fullmatch(pattern, f"{item.path.name}::{item.name}") is not None
+        return engine_name in self.engines and re.fullmatch(pattern, f"{item.path.name}::{item.name}") is not None
 
 
 def load(path: Path) -> list[Waiver]:

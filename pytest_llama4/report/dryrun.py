@@ -19,7 +19,7 @@ import pytest
 
 from ..config.settings import Settings
 from ..config.topology import Service
-from ..deploy.engines import dynamo_trtllm
+from ..deploy.engines import engine_for
 from ..deploy.engines.base import Command
 from ..deploy.launchers import allocation as slurm_allocation
 from ..deploy.launchers.allocation import Allocation, SlurmError
@@ -57,7 +57,7 @@ def node_addresses(nodes: tuple[str, ...]) -> dict[str, str]:
 
 def exit_with_plan(run: Run) -> NoReturn:
     """Print what the run would launch, write its plan, and end pytest with status 0 before anything is collected."""
-    if run.settings.launcher == "endpoint":
+    if not run.settings.launches:
         pytest.exit(f"pytest-llama4 --dry-run: nothing to launch, the suites would run against {run.settings.endpoint}",
                     returncode=0)
     print(write_plan(run.settings, run.run_id, run.run_dir / PLAN_DIR), flush=True)
@@ -152,13 +152,7 @@ def _where(settings: Settings, allocation: Allocation | None, launcher: SlurmLau
 
 
 def _real_run_note(settings: Settings, host: str, http_port: int) -> str:
-    if settings.engine == "trtllm-serve":
-        return ("pytest-llama4 does not launch trtllm-serve yet: run these scripts in order, then "
-                f"pytest --endpoint=http://{host}:{http_port} --engine=trtllm-serve")
-    flags = f" (argv shape {dynamo_trtllm.worker_shape(settings.dynamo_version).since} for --dynamo-version=" \
-            f"{settings.dynamo_version})" if settings.engine == "dynamo-trtllm" else ""
-    return ("a real run first runs preflight on every node (--skip-preflight=CHECK skips one) and takes the "
-            f"Dynamo release it finds there, which picks the workers' flags{flags}")
+    return engine_for(settings.engine).dry_run_note(settings, f"http://{host}:{http_port}")
 
 
 def _config_note(service: Service, wiring: Wiring, settings: Settings, plan_dir: Path) -> str:

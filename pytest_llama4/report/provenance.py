@@ -16,7 +16,6 @@ import json
 import shlex
 import socket
 import subprocess
-import sys
 from collections import Counter
 from importlib import metadata
 from pathlib import Path
@@ -31,9 +30,12 @@ from ..config.paths import PROJECT_ROOT
 from ..config.settings import Settings
 from ..config.topology import Service
 from ..deploy import services
-from ..deploy.engines.base import Command
+from ..deploy.engines import engine_for
+from ..deploy.launchers import node_runner
 from ..deploy.launchers.allocation import Allocation
-from ..deploy.launchers.slurm import srun_argv, step_name_for
+from ..deploy.launchers.base import Launcher, StepError, brief
+from ..deploy.launchers.local import LocalLauncher
+from ..deploy.launchers.slurm import SlurmLauncher
 from ..plugin.session import Run, current_run
 
 FILE = "provenance.json"
@@ -102,7 +104,7 @@ def _git(root: Path, *args: str) -> str:
 
 def image_facts(settings: Settings) -> dict[str, str]:
     """pyxis/enroot report no digest of their own: the reference itself may pin one (`...@sha256:...`)."""
-    if settings.launcher == "endpoint":
+    if not settings.launches:
         return {"reference": ENDPOINT, "digest": ENDPOINT}
     if not settings.image:
         return {"reference": NONE, "digest": NONE}
@@ -114,34 +116,28 @@ def image_facts(settings: Settings) -> dict[str, str]:
 # --- where the services run -------------------------------------------------------------------------------
 
 
-def probe_versions(settings: Settings, allocation: Allocation | None, run_label: str,
-                   timeout: float = PROBE_TIMEOUT_S) -> dict[str, str]:
-    """Dynamo, TensorRT-LLM and Python versions as the services see them: this interpreter for local processes; on
-    SLURM one `srun --overlap` step on the head node, inside the image when there is one, running the interpreter
-    the engine's services run (the mocker: this one; cluster engines: `python3`)."""
-    interpreter = sys.executable if settings.engine == "mocker" and not settings.image else "python3"
-    command = Command((interpreter, "-c", VERSIONS_SCRIPT))
-    argv = list(command.argv) if allocation is None else srun_argv(
-        Service("provenance-versions", 0, node=0), command, allocation, step_name=step_name_for(run_label, "versions"),
-        image=settings.image, mounts=settings.mounts)
+def probe_versions(settings: Settings, runner: Launcher, timeout: float = PROBE_TIMEOUT_S) -> dict[str, str]:
+    """Dynamo, TensorRT-LLM and Python versions as the services see them: one step on the head node (this machine
+    for local processes; on SLURM an `srun --overlap` step, inside the image when there is one), running the
+    interpreter the engine's services run (the mocker: this one; cluster engines: `python3`)."""
+    interpreter = engine_for(settings.engine).python(settings)
     try:
-        lines = _run(argv, timeout).splitlines()
-        return {name: str(value) for name, value in json.loads(lines[-1]).items()}
+        out = _probe(runner, (interpreter, "-c", VERSIONS_SCRIPT), runner.nodes[:1], "versions", timeout,
+                     in_image=True)
+        return {name: str(value) for name, value in json.loads(out.splitlines()[-1]).items()}
     except (ProbeError, IndexError, ValueError, AttributeError) as error:
         return dict.fromkeys(VERSION_NAMES, f"not reported ({error})")
 
 
-def probe_gpus(allocation: Allocation | None, run_label: str, timeout: float = PROBE_TIMEOUT_S) -> dict[str, dict]:
-    """GPU names, driver and CUDA version per node: NVML on this machine, or one `srun --overlap` step with a task on
-    every node of the allocation (nvidia-smi comes with the node's driver: no image needed)."""
-    if allocation is None:
+def probe_gpus(runner: Launcher, timeout: float = PROBE_TIMEOUT_S) -> dict[str, dict]:
+    """GPU names, driver and CUDA version per node: NVML on this machine for local processes, or one step with a
+    task on every node (nvidia-smi comes with the node's driver: no image needed)."""
+    if isinstance(runner, LocalLauncher):
         return {socket.gethostname(): nvml_gpus()}
-    argv = srun_argv(Service("provenance-gpus", 0, node=0, node_count=len(allocation.nodes)),
-                     Command(("sh", "-c", GPUS_SCRIPT)), allocation, step_name=f"llama4-{run_label}-gpus")
     try:
-        return parse_gpus(_run(argv, timeout), allocation.nodes)
+        return parse_gpus(_probe(runner, ("sh", "-c", GPUS_SCRIPT), runner.nodes, "gpus", timeout), runner.nodes)
     except ProbeError as error:
-        return dict.fromkeys(allocation.nodes, f"not reported ({error})")
+        return dict.fromkeys(runner.nodes, f"not reported ({error})")
 
 
 def nvml_gpus() -> dict:
@@ -178,34 +174,41 @@ def parse_gpus(output: str, nodes: tuple[str, ...]) -> dict[str, Any]:
             else "not reported (the probe printed nothing for this node)" for node in nodes}
 
 
-def _run(argv: list[str], timeout: float) -> str:
+def _probe(runner: Launcher, argv: tuple[str, ...], nodes: tuple[str, ...], name: str, timeout: float, *,
+           in_image: bool = False) -> str:
+    """A one-shot step's stdout; ProbeError when it could not run, saying what ran and what it printed."""
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
-                              stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise ProbeError(f"`{shlex.join(argv[:3])} ...` failed: {error}") from None
+        step = runner.run_on_nodes(argv, nodes, name=name, in_image=in_image)
+        done = step.finish(timeout)
+    except StepError as error:
+        raise ProbeError(str(error)) from None
     if done.returncode != 0:
         said = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or ["no output"]
-        raise ProbeError(f"`{shlex.join(argv[:3])} ...` exited {done.returncode}: {said[0]}")
+        raise ProbeError(f"{brief(step.argv)} exited {done.returncode}: {said[0]}")
     return done.stdout
 
 
-def environment(settings: Settings, allocation: Allocation | None, run_label: str) -> dict[str, Any]:
-    """The facts only the deployment's machines know; `allocation` is where it runs (launcher=slurm)."""
-    if settings.launcher == "endpoint":
+def environment(settings: Settings, runner: Launcher | None) -> dict[str, Any]:
+    """The facts only the deployment's machines know; `runner` runs steps there (None: an --endpoint)."""
+    if runner is None:
         return {"versions": dict.fromkeys(VERSION_NAMES, ENDPOINT), "gpus": ENDPOINT, "slurm": NONE}
+    slurm = ({"job_id": runner.allocation.job_id, "nodelist": ",".join(runner.nodes)}
+             if isinstance(runner, SlurmLauncher) else NONE)
+    return {"versions": probe_versions(settings, runner), "gpus": probe_gpus(runner), "slurm": slurm}
+
+
+def run_environment(settings: Settings, allocation: Allocation | None, run_label: str) -> dict[str, Any]:
+    """`environment` of a run, from its settings and `allocation`, where it runs (launcher=slurm)."""
     if settings.launcher == "slurm" and allocation is None:
         why = "not reported (no deployment was launched in the --slurm-alloc allocation)"
         return {"versions": dict.fromkeys(VERSION_NAMES, why), "gpus": why, "slurm": why}
-    slurm = {"job_id": allocation.job_id, "nodelist": ",".join(allocation.nodes)} if allocation else NONE
-    return {"versions": probe_versions(settings, allocation, run_label), "gpus": probe_gpus(allocation, run_label),
-            "slurm": slurm}
+    return environment(settings, node_runner(settings, run_label, allocation))
 
 
 def probe_environment(config: pytest.Config, allocation: Allocation | None) -> None:
     """Right after the launch, while the deployment's allocation is surely there: kept for the end of the session."""
     run = current_run(config)
-    config.stash[ENVIRONMENT_KEY] = environment(run.settings, allocation, run.run_id)
+    config.stash[ENVIRONMENT_KEY] = run_environment(run.settings, allocation, run.run_id)
 
 
 # --- the run's own files ----------------------------------------------------------------------------------
@@ -213,7 +216,7 @@ def probe_environment(config: pytest.Config, allocation: Allocation | None) -> N
 
 def service_facts(settings: Settings, run_dir: Path) -> dict[str, Any] | str:
     """Each launched service's argv and environment, as services.json records them (secrets redacted)."""
-    if settings.launcher == "endpoint":
+    if not settings.launches:
         return ENDPOINT
     records = services.read(run_dir)
     return {r.name: {"role": r.role, "nodes": list(r.nodes), "argv": list(r.argv), "env": r.env or NONE}
@@ -223,7 +226,7 @@ def service_facts(settings: Settings, run_dir: Path) -> dict[str, Any] | str:
 def engine_config_facts(settings: Settings, run_dir: Path) -> dict[str, Any] | str:
     """The file each worker reads and its sha256: the mocker's resolved JSON in the report; a cluster engine's
     config as the worker sees it (a container path is hashed through MOUNTS on the host)."""
-    if settings.launcher == "endpoint":
+    if not settings.launches:
         return ENDPOINT
     facts = {}
     for worker in settings.plan.workers:
@@ -237,7 +240,7 @@ def engine_config_facts(settings: Settings, run_dir: Path) -> dict[str, Any] | s
 
 def _worker_config(settings: Settings, run_dir: Path, worker: Service) -> tuple[Path | None, Path | None]:
     """The engine config path as the worker reads it, and where that file is on this machine."""
-    if settings.engine == "mocker":
+    if engine_for(settings.engine).writes_engine_configs:
         resolved = run_dir / "engine_configs" / f"{worker.name}.json"  # written at launch
         return (resolved, resolved) if resolved.is_file() else (None, None)
     return worker.engine_config, settings.engine_config_on_host(worker)
@@ -325,7 +328,7 @@ class Recorder:
     @pytest.hookimpl(tryfirst=True)  # before junitxml's own pytest_sessionfinish writes the file
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         config, run = session.config, self.run
-        env = config.stash.get(ENVIRONMENT_KEY, None) or environment(run.settings, run.allocation, run.run_id)
+        env = config.stash.get(ENVIRONMENT_KEY, None) or run_environment(run.settings, run.allocation, run.run_id)
         facts = collect(run, env)
         run.run_dir.mkdir(parents=True, exist_ok=True)
         (run.run_dir / FILE).write_text(json.dumps(facts, indent=1))

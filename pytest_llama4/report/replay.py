@@ -37,7 +37,7 @@ from ..config.resolve import (
     sha256_of,
 )
 from ..config.settings import Settings, host_path
-from ..deploy.engines import dynamo_mocker
+from ..deploy.engines import engine_for
 from ..plugin.session import Run
 
 # --- recording --------------------------------------------------------------------------------------------
@@ -47,10 +47,9 @@ def input_files(run: Run) -> dict[str, Path]:
     """Setting -> the file it makes the run read, as the run reads it (a container path for a mounted config)."""
     settings = run.settings
     files: dict[str, Path] = {}
-    if settings.launcher != "endpoint":
+    if settings.launches:
         for worker in settings.plan.workers:
-            path = worker.engine_config or (dynamo_mocker.default_engine_config(worker)
-                                            if settings.engine == "mocker" else None)
+            path = worker.engine_config or engine_for(settings.engine).default_engine_config(worker)
             if path is not None:
                 files[ROLE_SETTING[worker.role]] = path
     if run.profile is not None:

@@ -16,9 +16,11 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ..measure.results import PerfDocument, ScenarioResult
 from ..measure.telemetry import CSV_FILE as GPU_CSV_FILE
 from ..measure.telemetry import GpuSample, node_peak_used_mib, peak_used_mib, read_csv
 
@@ -46,18 +48,18 @@ def write_summary(
     settings: dict[str, str],
     deployment: str | None,
     outcomes: list[dict],
-    perf: dict | None,
+    perf: PerfDocument | None,
 ) -> Path:
     """Write `run_dir/summary.html` and return its path.
 
     `outcomes`: one dict per test with `nodeid`, `outcome` (passed|failed|skipped|xfailed|xpassed|error),
-    `duration` (seconds) and `suite` (a marker name, or "other"). `perf`: the content of perf.json, or None
+    `duration` (seconds) and `suite` (a marker name, or "other"). `perf`: the run's perf.json, or None
     for a run without measurements (the page then has no perf section). GPU telemetry comes from
     `run_dir/gpu.csv` when the run has one.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    scenarios = list((perf or {}).get("scenarios") or [])
+    scenarios = list(perf.scenarios) if perf is not None else []
     plots_html = _plots_section(scenarios) if perf is not None else ""
     page = _page(
         title=title,
@@ -166,13 +168,13 @@ def _page(
     settings: dict[str, str],
     deployment: str | None,
     outcomes: list[dict],
-    perf: dict | None,
-    scenarios: list[dict],
+    perf: PerfDocument | None,
+    scenarios: list[ScenarioResult],
     plots_html: str,
     gpu_html: str,
 ) -> str:
     failed_tests = [o for o in outcomes if o.get("outcome") in FAILING_OUTCOMES]
-    failed_limits = sum(1 for s in scenarios for lim in s.get("limits") or [] if not lim.get("ok", True))
+    failed_limits = sum(1 for s in scenarios for lim in s.limits if not lim.ok)
     problems = []
     if failed_tests:
         problems.append(f"{len(failed_tests)} failed test{'s' if len(failed_tests) != 1 else ''}")
@@ -271,11 +273,7 @@ def _settings_section(settings: dict[str, str]) -> str:
 # --- perf ---------------------------------------------------------------------------------------------------
 
 
-def _scenario_label(s: dict, index: int) -> str:
-    return str(s.get("name") or f"scenario {index + 1}")
-
-
-def _perf_section(scenarios: list[dict], plots_html: str) -> str:
+def _perf_section(scenarios: list[ScenarioResult], plots_html: str) -> str:
     out = ['<section id="perf"><h2>Performance</h2>']
     if not scenarios:
         out.append("<p>perf.json has no scenarios.</p></section>")
@@ -288,26 +286,26 @@ def _perf_section(scenarios: list[dict], plots_html: str) -> str:
     return "\n".join(out)
 
 
-def _overview_table(scenarios: list[dict]) -> str:
+def _overview_table(scenarios: list[ScenarioResult]) -> str:
     head = [
         "scenario", "ISL", "OSL", "concurrency", "rate (req/s)", "output tok/s", "req/s",
         "TTFT p99 (ms)", "ITL p99 (ms)", "completed", "failed", "limits",
     ]  # fmt: skip
     rows = []
     for i, s in enumerate(scenarios):
-        sc = s.get("scenario") or {}
-        fig = s.get("figures") or {}
-        limits = s.get("limits") or []
-        bad = sum(1 for lim in limits if not lim.get("ok", True))
+        shape = s.scenario
+        fig = s.figures
+        bad = sum(1 for lim in s.limits if not lim.ok)
         failed_requests = fig.get("failed")
-        if not limits:
+        if not s.limits:
             limit_cell = "<td>&ndash;</td>"
         elif bad:
-            limit_cell = f'<td class="bad">{bad} of {len(limits)} FAIL</td>'
+            limit_cell = f'<td class="bad">{bad} of {len(s.limits)} FAIL</td>'
         else:
-            limit_cell = f'<td class="good">{len(limits)} ok</td>'
+            limit_cell = f'<td class="good">{len(s.limits)} ok</td>'
         values = [
-            sc.get("input_tokens"), sc.get("output_tokens"), sc.get("concurrency"), sc.get("request_rate"),
+            *((shape.input_tokens, shape.output_tokens, shape.concurrency, shape.request_rate) if shape
+              else (None,) * 4),
             fig.get("output_throughput"), fig.get("request_throughput"), fig.get("ttft_ms_p99"),
             fig.get("itl_ms_p99"), fig.get("completed"),
         ]  # fmt: skip
@@ -315,7 +313,7 @@ def _overview_table(scenarios: list[dict]) -> str:
         failed_cls = "n bad" if failed_requests else "n"
         rows.append(
             f'<tr class="{"fail" if bad or failed_requests else "ok"}">'
-            f'<td><a href="#scenario-{i}">{_e(_scenario_label(s, i))}</a></td>{num_cells}'
+            f'<td><a href="#scenario-{i}">{_e(s.name)}</a></td>{num_cells}'
             f'<td class="{failed_cls}">{_num(failed_requests)}</td>{limit_cell}</tr>'
         )
     return (
@@ -323,24 +321,20 @@ def _overview_table(scenarios: list[dict]) -> str:
     )
 
 
-def _scenario_details(s: dict, index: int) -> str:
-    sc = s.get("scenario") or {}
-    fig = s.get("figures") or {}
-    limits = s.get("limits") or []
-    out = [f'<div class="scenario" id="scenario-{index}"><h3>{_e(_scenario_label(s, index))}</h3>']
-    warnings = s.get("warnings") or []
-    if warnings:
-        out.append('<ul class="warnings">' + "".join(f"<li>⚠ {_e(w)}</li>" for w in warnings) + "</ul>")
+def _scenario_details(s: ScenarioResult, index: int) -> str:
+    out = [f'<div class="scenario" id="scenario-{index}"><h3>{_e(s.name)}</h3>']
+    if s.warnings:
+        out.append('<ul class="warnings">' + "".join(f"<li>⚠ {_e(w)}</li>" for w in s.warnings) + "</ul>")
     out.append('<div class="tables">')
 
-    # Scenario parameters.
-    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_num(v)}</td></tr>" for k, v in sc.items())
-    out.append(_kv_table("params", "scenario", rows))
+    if s.scenario is not None:  # only a hand-made perf.json lacks the load shape
+        rows = "".join(f"<tr><th>{_e(k)}</th><td>{_num(v)}</td></tr>" for k, v in asdict(s.scenario).items())
+        out.append(_kv_table("params", "scenario", rows))
 
     # Latency figures pivoted (family x statistic); every other figure as key/value.
     families: dict[str, dict[str, Any]] = {}
     others: dict[str, Any] = {}
-    for key, value in fig.items():
+    for key, value in s.figures.items():
         m = _LATENCY_KEY.match(key)
         if m:
             families.setdefault(m["family"], {})[m["stat"]] = value
@@ -361,17 +355,15 @@ def _scenario_details(s: dict, index: int) -> str:
         out.append(_kv_table("figures", "figures", rows))
     out.append("</div>")
 
-    if limits:
+    if s.limits:
         head = _cells(["metric", "limit", "measured", "result"], "th")
         body = []
-        for lim in limits:
-            ok = bool(lim.get("ok", True))
-            kind = lim.get("kind")
-            op = "≥" if kind == "floor" else "≤" if kind == "ceiling" else _e(kind)
+        for lim in s.limits:
+            op = "≥" if lim.kind == "floor" else "≤" if lim.kind == "ceiling" else _e(lim.kind)
             body.append(
-                f'<tr class="limit {"ok" if ok else "fail"}"><td><code>{_e(lim.get("metric", "?"))}</code></td>'
-                f'<td class="n">{op} {_num(lim.get("limit"))}</td><td class="n">{_num(lim.get("measured"))}</td>'
-                f'<td class="status">{"ok" if ok else "FAIL"}</td></tr>'
+                f'<tr class="limit {"ok" if lim.ok else "fail"}"><td><code>{_e(lim.metric)}</code></td>'
+                f'<td class="n">{op} {_num(lim.limit)}</td><td class="n">{_num(lim.measured)}</td>'
+                f'<td class="status">{"ok" if lim.ok else "FAIL"}</td></tr>'
             )
         out.append(f'<table class="limits"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>')
     out.append("</div>")
@@ -413,24 +405,23 @@ def _render(draw: Callable[[Any], str | None], alt: str) -> str:
     )
 
 
-def _plots_section(scenarios: list[dict]) -> str:
+def _plots_section(scenarios: list[ScenarioResult]) -> str:
     if not scenarios:
         return ""
     if not _has_matplotlib():
         return _MATPLOTLIB_MISSING
 
     colors = [f"C{i % 10}" for i in range(len(scenarios))]  # one colour per scenario across every plot
-    labels = [_scenario_label(s, i) for i, s in enumerate(scenarios)]
+    labels = [s.name for s in scenarios]
 
     def throughput(ax: Any) -> str | None:
         series: dict[tuple, list[tuple[float, float]]] = {}
         for s in scenarios:
-            sc = s.get("scenario") or {}
-            tput = (s.get("figures") or {}).get("output_throughput")
-            if sc.get("concurrency") is None or tput is None:
+            shape, tput = s.scenario, s.figures.get("output_throughput")
+            if shape is None or shape.concurrency is None or tput is None:
                 continue
-            key = (sc.get("input_tokens"), sc.get("output_tokens"), sc.get("endpoint"))
-            series.setdefault(key, []).append((float(sc["concurrency"]), float(tput)))
+            key = (shape.input_tokens, shape.output_tokens, shape.endpoint)
+            series.setdefault(key, []).append((float(shape.concurrency), float(tput)))
         if sum(len(points) for points in series.values()) < 2:
             return "Throughput vs concurrency left out: it needs at least 2 scenarios with a concurrency."
         for (isl, osl, endpoint), points in series.items():
@@ -454,7 +445,7 @@ def _plots_section(scenarios: list[dict]) -> str:
         def draw(ax: Any) -> str | None:
             drawn = 0
             for s, color, label in zip(scenarios, colors, labels, strict=True):
-                values = sorted(float(v) for v in (s.get("samples") or {}).get(sample_key) or [] if v is not None)
+                values = sorted(s.samples.get(sample_key, []))
                 if not values:
                     continue
                 xs, ys = _cdf_points(values)
@@ -475,12 +466,7 @@ def _plots_section(scenarios: list[dict]) -> str:
     def over_time(ax: Any) -> str | None:
         drawn = 0
         for s, color, label in zip(scenarios, colors, labels, strict=True):
-            samples = s.get("samples") or {}
-            pairs = [
-                (float(t), float(e))
-                for t, e in zip(samples.get("request_start_s") or [], samples.get("e2el_ms") or [], strict=False)
-                if t is not None and e is not None
-            ]
+            pairs = list(zip(s.samples.get("request_start_s", []), s.samples.get("e2el_ms", []), strict=False))
             if not pairs:
                 continue
             t0 = min(p[0] for p in pairs)

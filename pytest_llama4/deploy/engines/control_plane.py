@@ -5,7 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...config.topology import DECODE, PREFILL, WORKER
 from .base import Command
+
+
+def preflight_note(flags: str = "") -> str:
+    """What a dry run says about a real run of a Dynamo engine."""
+    return ("a real run first runs preflight on every node (--skip-preflight=CHECK skips one) and takes the "
+            f"Dynamo release it finds there, which picks the workers' flags{flags}")
+
+
+# Worker role -> the Dynamo component it registers under, as the frontend's /health lists it (Dynamo 1.3 and newer,
+# the mocker included).
+HEALTH_COMPONENTS = {WORKER: "backend", PREFILL: "prefill", DECODE: "backend"}
 
 
 @dataclass(frozen=True)

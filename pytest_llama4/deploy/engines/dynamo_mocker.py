@@ -9,15 +9,19 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...config.paths import ENGINE_CONFIGS_DIR
-from ...config.topology import DECODE, PREFILL, Service
-from .base import Command
-from .control_plane import Discovery
+from ...config.topology import DECODE, PREFILL, Plan, Service
+from ..fixture_model import ensure_model_dir
+from .base import Command, Wiring
+from .control_plane import HEALTH_COMPONENTS, Discovery, preflight_note
+
+if TYPE_CHECKING:
+    from ...config.settings import Settings
+    from ..launchers.base import Launcher
 
 MOCKER_CONFIGS = ENGINE_CONFIGS_DIR / "mocker"
-# Dynamo components a worker registers under, as listed by the frontend's /health.
-HEALTH_COMPONENT = {PREFILL: "prefill", DECODE: "backend", "worker": "backend"}
 # The fixture model's context length; prompts beyond it must be rejected with a 400, as a real engine does.
 MAX_MODEL_LEN = 8192
 
@@ -66,3 +70,57 @@ def worker_command(
         argv += ["--disaggregation-mode", service.role]  # picks the endpoint; the engine follows worker_type
     env = {**discovery.env, "DYN_SYSTEM_PORT": str(system_port)}
     return Command(tuple(argv), env)
+
+
+class MockerEngine:
+    """The embedded default: no GPU, local processes or SLURM steps, Dynamo discovery."""
+
+    name = "mocker"
+    needs_gpus = False
+    launchers = ("local", "slurm")
+    runs_dynamo = True
+    config_format = "mocker-json"
+    deterministic_text = False  # random token ids
+    drafts_tokens = False  # --decode-speedup-ratio simulates speculative decoding's speed, not its drafts
+    publishes_kv_usage = True
+    default_profile = "cpu-mocker"
+    writes_engine_configs = True  # the run's speed-up and worker type merged into each worker's args
+    health_components = HEALTH_COMPONENTS
+
+    def check(self, settings: Settings) -> None:
+        """Everything the mocker needs has a default."""
+
+    def default_engine_config(self, service: Service) -> Path | None:
+        return default_engine_config(service)
+
+    def default_model(self) -> Path | None:
+        return ensure_model_dir()
+
+    def python(self, settings: Settings) -> str:
+        return "python3" if settings.image else sys.executable
+
+    def release_uses(self, dynamo_version: str) -> str:
+        return "the run uses it"
+
+    def dry_run_note(self, settings: Settings, base_url: str) -> str:
+        return preflight_note()
+
+    def wire(self, plan: Plan, settings: Settings, launcher: Launcher, http_port: int, discovery: Discovery | None,
+             configs_dir: Path, wiring: Wiring) -> None:
+        """Every worker reads a complete engine-args file written here (with the run's speed-up merged in)."""
+        assert discovery is not None  # runs_dynamo: the wiring made one
+        wiring.commands[plan.frontend] = frontend_command(launcher.host, http_port, discovery)
+        wiring.listen(plan.frontend, http_port)
+        model_path = Path(settings.model) if settings.model else ensure_model_dir()
+        wiring.model = str(model_path)
+        configs_dir.mkdir(parents=True, exist_ok=True)
+        for worker in plan.workers:
+            engine_args_file = configs_dir / f"{worker.name}.json"
+            engine_args_file.write_text(json.dumps(engine_args(worker, settings.speedup_ratio), indent=2))
+            wiring.engine_configs[worker] = str(engine_args_file)
+            wiring.commands[worker] = worker_command(
+                worker, model_path=model_path, served_model_name=settings.served_model_name,
+                engine_args_file=engine_args_file, system_port=wiring.port_for(worker, launcher), discovery=discovery)
+
+
+ENGINE = MockerEngine()

@@ -55,9 +55,17 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ...config.topology import DECODE, PREFILL, WORKER, Service
-from .base import Command
+from ...config.topology import DECODE, PREFILL, WORKER, Plan, Service
+from .base import Command, Wiring
+from .control_plane import HEALTH_COMPONENTS, preflight_note
+
+if TYPE_CHECKING:
+    from ...config.settings import Settings
+    from ..launchers.base import Launcher
+    from .control_plane import Discovery
 
 LAUNCHER = "trtllm-llmapi-launch"  # [S2]: rank 0 runs the command, the other MPI ranks serve the engine
 WORKER_MODULE = "dynamo.trtllm"  # [S2], [S4]
@@ -158,3 +166,59 @@ def worker_command(
         full_env["DYN_SYSTEM_PORT"] = str(system_port)
     return Command(tuple(argv), full_env, tasks_per_node=gpus_per_node, mpi=True)
 
+
+
+class DynamoTrtllmEngine:
+    """Dynamo's frontend + `dynamo.trtllm` workers, as the seed scripts start them: GPU nodes, SLURM steps."""
+
+    name = "dynamo-trtllm"
+    needs_gpus = True
+    launchers = ("slurm",)
+    runs_dynamo = True
+    config_format = "llm-api-yaml"
+    deterministic_text = True
+    drafts_tokens = True
+    publishes_kv_usage = False  # only with the worker's metrics publishing on
+    default_profile = None  # a cluster's figures are its own: --profile names them
+    writes_engine_configs = False  # the workers read the configs the seed guide's variables name
+    health_components = HEALTH_COMPONENTS
+
+    def check(self, settings: Settings) -> None:
+        """Needs nothing beyond what every GPU engine needs (its engine configs)."""
+
+    def default_engine_config(self, service: Service) -> Path | None:
+        return None  # the seed guide's ENGINE_CONFIG variables name them
+
+    def default_model(self) -> Path | None:
+        return None
+
+    def python(self, settings: Settings) -> str:
+        return "python3"
+
+    def release_uses(self, dynamo_version: str) -> str:
+        return f"the dynamo.trtllm workers get its flags (argv shape {worker_shape(dynamo_version).since})"
+
+    def dry_run_note(self, settings: Settings, base_url: str) -> str:
+        shape = worker_shape(settings.dynamo_version).since
+        return preflight_note(f" (argv shape {shape} for --dynamo-version={settings.dynamo_version})")
+
+    def wire(self, plan: Plan, settings: Settings, launcher: Launcher, http_port: int, discovery: Discovery | None,
+             configs_dir: Path, wiring: Wiring) -> None:
+        """As the seed scripts run it. Engine configs and the model are paths as the container sees them.
+        With etcd the seed relies on the workers' defaults; with file discovery the flags must say so (Dynamo 1.0+)."""
+        assert discovery is not None  # runs_dynamo: the wiring made one
+        flags = discovery.flags if discovery.env.get("DYN_FILE_KV") else ()
+        frontend = frontend_command(http_port, discovery.env)
+        wiring.commands[plan.frontend] = Command(frontend.argv + flags, frontend.env)
+        wiring.listen(plan.frontend, http_port)
+        wiring.model = settings.model or settings.served_model_name
+        for worker in plan.workers:  # settings guarantee each has its engine config
+            wiring.engine_configs[worker] = str(worker.engine_config)
+            command = worker_command(
+                worker, model_path=wiring.model, served_model_name=settings.served_model_name,
+                engine_config=str(worker.engine_config), gpus_per_node=settings.gpus_per_node, env=discovery.env,
+                dynamo_version=settings.dynamo_version, system_port=wiring.port_for(worker, launcher))
+            wiring.commands[worker] = Command(command.argv + flags, command.env, command.tasks_per_node, command.mpi)
+
+
+ENGINE = DynamoTrtllmEngine()

@@ -36,8 +36,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .base import Command
+import yaml
+
+from ...config.topology import DECODE, PREFILL, WORKER, Plan, Service
+from .base import Command, Wiring
+
+if TYPE_CHECKING:
+    from ...config.settings import Settings
+    from ..launchers.base import Launcher
+    from .control_plane import Discovery
 
 SEED_MODEL = "nvidia/Llama-4-Maverick-17B-128E-Instruct-FP8"  # [T1]
 LAUNCHER = "trtllm-llmapi-launch"  # [T5]
@@ -129,3 +139,70 @@ def disaggregated_command(
     if request_timeout is not None:
         argv += ["-r", str(request_timeout)]
     return Command(tuple(argv))
+
+
+class TrtllmServeEngine:
+    """TensorRT-LLM's own OpenAI server: one `trtllm-serve` per worker, and the `trtllm-serve disaggregated` proxy
+    in the frontend's place. Rendered (--dry-run) and tested at an --endpoint; not launched by pytest-llama4 yet."""
+
+    name = "trtllm-serve"
+    needs_gpus = True
+    launchers = ()
+    runs_dynamo = False
+    config_format = "llm-api-yaml"
+    deterministic_text = True
+    drafts_tokens = True
+    publishes_kv_usage = False  # only with enable_iter_perf_stats
+    default_profile = None
+    writes_engine_configs = False
+    health_components: dict[str, str] = {}  # no Dynamo frontend: its /health is an empty 200, no instance list
+
+    def check(self, settings: Settings) -> None:
+        """Needs nothing beyond what every GPU engine needs (its engine configs)."""
+
+    def default_engine_config(self, service: Service) -> Path | None:
+        return None
+
+    def default_model(self) -> Path | None:
+        return None
+
+    def python(self, settings: Settings) -> str:
+        return "python3"
+
+    def release_uses(self, dynamo_version: str) -> str:
+        return "the run uses it"  # no Dynamo: preflight does not probe it
+
+    def dry_run_note(self, settings: Settings, base_url: str) -> str:
+        return (f"pytest-llama4 does not launch {self.name} yet: run these scripts in order, then "
+                f"pytest --endpoint={base_url} --engine={self.name}")
+
+    def wire(self, plan: Plan, settings: Settings, launcher: Launcher, http_port: int, discovery: Discovery | None,
+             configs_dir: Path, wiring: Wiring) -> None:
+        """Every worker is a `trtllm-serve` of its own, one MPI task per GPU across its nodes [T5]. agg: the worker
+        serves the API itself. disagg: the `trtllm-serve disaggregated` proxy takes the frontend's place, started
+        after the servers, since it gives up on servers that are not healthy within its start timeout."""
+        wiring.model = settings.model or settings.served_model_name
+        urls: dict[str, list[str]] = {PREFILL: [], DECODE: []}
+        for worker in plan.workers:  # settings guarantee each has its engine config
+            port = http_port if worker.role == WORKER else wiring.port_for(worker, launcher)
+            if worker.role == WORKER:
+                wiring.listen(worker, port)
+            ranks = settings.gpus_per_node * worker.node_count
+            wiring.engine_configs[worker] = str(worker.engine_config)
+            wiring.commands[worker] = server_command(
+                wiring.model, host="0.0.0.0", port=port, extra_llm_api_options=str(worker.engine_config),
+                tp_size=ranks, ep_size=ranks, tasks_per_node=settings.gpus_per_node)
+            urls.get(worker.role, []).append(f"{launcher.node_address(worker)}:{port}")
+        if plan.topology == "disagg":
+            config = disaggregated_config(hostname="0.0.0.0", port=http_port, context_urls=urls[PREFILL],
+                                          generation_urls=urls[DECODE])
+            configs_dir.mkdir(parents=True, exist_ok=True)
+            config_file = configs_dir / f"{plan.frontend.name}.yaml"
+            config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+            wiring.engine_configs[plan.frontend] = str(config_file)
+            wiring.commands[plan.frontend] = disaggregated_command(
+                str(config_file), server_start_timeout=int(settings.startup_timeout))
+            wiring.listen(plan.frontend, http_port)
+
+
+ENGINE = TrtllmServeEngine()

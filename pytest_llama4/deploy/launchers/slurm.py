@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,21 +16,31 @@ from ...config.topology import Service
 from ..engines.base import Command
 from ..ports import free_port
 from .allocation import Allocation, SlurmError, slurm
-from .local import die_with_parent, labelled_env
+from .base import NodeStep
+from .local import labelled_env, start_service, start_step
 
 
 def srun_argv(service: Service, command: Command, allocation: Allocation, *, step_name: str,
               image: str | None = None, mounts: str | None = None, workdir: str | None = None) -> list[str]:
-    """The full srun line for one service (pure: golden-tested).
+    """The full srun line for one service (pure: golden-tested)."""
+    nodes = [allocation.nodes[i] for i in service.nodes]
+    return srun_line(nodes, command, allocation.job_id, step_name=step_name, image=image, mounts=mounts,
+                     workdir=workdir)
+
+
+def srun_line(nodes: Sequence[str], command: Command, job_id: str, *, step_name: str, image: str | None = None,
+              mounts: str | None = None, workdir: str | None = None, unbuffered: bool = False) -> list[str]:
+    """The srun line of every step, a service's or a helper's (pure).
 
     `--overlap` lets steps share the allocation's CPUs, as the seed scripts' steps do; the task count is explicit,
     so the frontend runs once and not once per GPU. With an image, pyxis flags as the seed scripts pass them;
-    `--container-env` makes our variables win over the image's own.
+    `--container-env` makes our variables win over the image's own. `--unbuffered` runs the task's stdout on a pty,
+    so each line reaches a reader when it is printed rather than when a pipe buffer fills.
     """
-    nodes = [allocation.nodes[i] for i in service.nodes]
-    argv = ["srun", "--overlap", f"--jobid={allocation.job_id}", f"--job-name={step_name}",
-            f"--nodes={len(nodes)}", f"--nodelist={','.join(nodes)}", f"--ntasks-per-node={command.tasks_per_node}",
-            f"--ntasks={len(nodes) * command.tasks_per_node}", "--kill-on-bad-exit=1"]
+    argv = ["srun", *(["--unbuffered"] if unbuffered else []), "--overlap", f"--jobid={job_id}",
+            f"--job-name={step_name}", f"--nodes={len(nodes)}", f"--nodelist={','.join(nodes)}",
+            f"--ntasks-per-node={command.tasks_per_node}", f"--ntasks={len(nodes) * command.tasks_per_node}",
+            "--kill-on-bad-exit=1"]
     if command.mpi:
         argv += ["--mpi=pmix", "--oversubscribe"]
     if image:
@@ -37,6 +49,40 @@ def srun_argv(service: Service, command: Command, allocation: Allocation, *, ste
         argv += [f"--container-workdir={workdir}"] if workdir else []
         argv += [f"--container-env={','.join(sorted(command.env))}"] if command.env else []
     return [*argv, *command.argv]
+
+
+def step_ids(job_id: str, step_name: str) -> list[str]:
+    out = slurm("squeue", "-h", "-s", "-j", job_id, "-o", "%i|%j")
+    return [line.split("|")[0] for line in out.splitlines() if line.endswith(f"|{step_name}")]
+
+
+def cancel_step(process: subprocess.Popen, grace: float, *, job_id: str, step_name: str) -> None:
+    """scancel --signal=TERM the step, then KILL it after `grace`; the srun client (`process`) goes with it.
+    Returns once squeue no longer lists the step."""
+    _scancel(job_id, step_name, "TERM")
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        _scancel(job_id, step_name, "KILL")
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    _wait_until_gone(job_id, step_name)
+
+
+def _scancel(job_id: str, step_name: str, sig: str) -> None:
+    with contextlib.suppress(SlurmError):
+        for step in step_ids(job_id, step_name):
+            with contextlib.suppress(SlurmError):  # scancel also complains about the job itself: harmless
+                slurm("scancel", f"--signal={sig}", step)
+
+
+def _wait_until_gone(job_id: str, step_name: str, timeout: float = 15.0) -> None:
+    """SLURM ends a step asynchronously; wait until squeue no longer lists it."""
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(SlurmError):
+        while step_ids(job_id, step_name) and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 @dataclass
@@ -56,37 +102,11 @@ class SlurmStep:
     def returncode(self) -> int | None:
         return self.process.poll()
 
-    def step_ids(self) -> list[str]:
-        out = slurm("squeue", "-h", "-s", "-j", self.job_id, "-o", "%i|%j")
-        return [line.split("|")[0] for line in out.splitlines() if line.endswith(f"|{self.step_name}")]
-
     def stop(self, grace: float) -> None:
-        """scancel --signal=TERM the step, then KILL it after `grace`; the srun client goes with it."""
-        with contextlib.suppress(SlurmError):
-            for step in self.step_ids():
-                with contextlib.suppress(SlurmError):  # scancel also complains about the job itself: harmless
-                    slurm("scancel", "--signal=TERM", step)
-        try:
-            self.process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(SlurmError):
-                for step in self.step_ids():
-                    with contextlib.suppress(SlurmError):
-                        slurm("scancel", "--signal=KILL", step)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
-        self.process.wait()
-        self._wait_until_gone()
-
-    def _wait_until_gone(self, timeout: float = 15.0) -> None:
-        """SLURM ends a step asynchronously; wait until squeue no longer lists it."""
-        deadline = time.monotonic() + timeout
-        with contextlib.suppress(SlurmError):
-            while self.step_ids() and time.monotonic() < deadline:
-                time.sleep(0.2)
+        cancel_step(self.process, grace, job_id=self.job_id, step_name=self.step_name)
 
     def describe(self) -> str:
-        steps = ", ".join(self.step_ids()) or "?"
+        steps = ", ".join(step_ids(self.job_id, self.step_name)) or "?"
         return (f"{self.service.name}: SLURM step {steps} on {', '.join(self.nodes)}, stop with "
                 f"`scancel {steps}`, log {self.log_path}")
 
@@ -110,6 +130,10 @@ class SlurmLauncher:
         """The head node's address: where the frontend (and etcd, NATS) listen."""
         return self.allocation.address(self.allocation.nodes[0])
 
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return self.allocation.nodes
+
     def node_address(self, service: Service) -> str:
         return self.allocation.address(self.allocation.nodes[service.node])
 
@@ -126,16 +150,27 @@ class SlurmLauncher:
         step_name = step_name_for(self.run_label, service.name)
         argv = srun_argv(service, command, self.allocation, step_name=step_name, image=self.image,
                          mounts=self.mounts)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as log:
-            log.write(f"# {time.strftime('%Y-%m-%dT%H:%M:%S')} {Command(tuple(argv), command.env).shell()}\n".encode())
-            log.flush()
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                       env=labelled_env(command, self.run_label, service),
-                                       start_new_session=True,
-                                       preexec_fn=die_with_parent if self.tied_to_pytest else None)
+        process = start_service(argv, labelled_env(command.env, self.run_label, service.name), log_path,
+                                Command(tuple(argv), command.env).shell(), tied_to_pytest=self.tied_to_pytest)
         return SlurmStep(service, command, log_path, process, self.allocation.job_id, step_name,
                          self.node_names(service))
+
+    def helper_argv(self, argv: Sequence[str], nodes: Sequence[str], *, name: str, in_image: bool = False,
+                    unbuffered: bool = False) -> list[str]:
+        """The srun line of a helper step (pure): one task per node, built as a service's step is."""
+        return srun_line(nodes, Command(tuple(argv)), self.allocation.job_id,
+                         step_name=step_name_for(self.run_label, name), image=self.image if in_image else None,
+                         mounts=self.mounts, unbuffered=unbuffered)
+
+    def run_on_nodes(self, argv: Sequence[str], nodes: Sequence[str], *, name: str, log_path: Path | None = None,
+                     in_image: bool = False, follow: Callable[[NodeStep], None] | None = None) -> NodeStep:
+        """One `srun --overlap` step with a task on each of `nodes`, cancelled (and its srun client reaped) on
+        stop; a followed step runs `--unbuffered`."""
+        srun = self.helper_argv(argv, nodes, name=name, in_image=in_image, unbuffered=follow is not None)
+        end = functools.partial(cancel_step, job_id=self.allocation.job_id,
+                                step_name=step_name_for(self.run_label, name))
+        return start_step(srun, labelled_env({}, self.run_label, name), nodes, end=end, log_path=log_path,
+                          follow=follow)
 
     def close(self) -> None:
         """Release an allocation we requested; one we run inside belongs to the user."""
