@@ -52,7 +52,7 @@ def activate(config: pytest.Config) -> None:
                                 f"{'/'.join(run.profile.engines)}, not {run.settings.engine}: pick another --profile")
     preflight.skipped(run.settings)  # an unknown check name is a usage error now, not at launch
     if run.settings.dry_run:
-        dryrun.exit_with_plan(run)
+        dryrun.exit_with_plan(run.settings, run.run_id, run.run_dir)
     if run.settings.launcher == "slurm":
         run.allocation = slurm_preflight(run.settings, run.settings.plan.num_nodes)
     if not hasattr(config, "workerinput") and not config.option.xmlpath:

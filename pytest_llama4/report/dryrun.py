@@ -26,7 +26,6 @@ from ..deploy.launchers.allocation import Allocation, SlurmError
 from ..deploy.launchers.local import RUN_LABEL_ENV, SERVICE_LABEL_ENV, LocalLauncher
 from ..deploy.launchers.slurm import SlurmLauncher, srun_argv, step_name_for
 from ..deploy.wiring import Wiring, wire
-from ..plugin.session import Run
 
 PLAN_DIR = "plan"
 CONFIGS_DIR = "engine_configs"
@@ -55,13 +54,13 @@ def node_addresses(nodes: tuple[str, ...]) -> dict[str, str]:
     return dict(re.findall(r"\bNodeName=(\S+).*?\bNodeAddr=(\S+)", out))
 
 
-def exit_with_plan(run: Run) -> NoReturn:
+def exit_with_plan(settings: Settings, run_id: str, run_dir: Path) -> NoReturn:
     """Print what the run would launch, write its plan, and end pytest with status 0 before anything is collected."""
-    if not run.settings.launches:
-        pytest.exit(f"pytest-llama4 --dry-run: nothing to launch, the suites would run against {run.settings.endpoint}",
+    if not settings.launches:
+        pytest.exit(f"pytest-llama4 --dry-run: nothing to launch, the suites would run against {settings.endpoint}",
                     returncode=0)
-    print(write_plan(run.settings, run.run_id, run.run_dir / PLAN_DIR), flush=True)
-    pytest.exit(f"pytest-llama4 --dry-run: nothing was launched; plan in {run.run_dir / PLAN_DIR}", returncode=0)
+    print(write_plan(settings, run_id, run_dir / PLAN_DIR), flush=True)
+    pytest.exit(f"pytest-llama4 --dry-run: nothing was launched; plan in {run_dir / PLAN_DIR}", returncode=0)
 
 
 def write_plan(settings: Settings, run_id: str, plan_dir: Path, environ: Mapping[str, str] | None = None) -> str:
