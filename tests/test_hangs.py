@@ -47,12 +47,14 @@ def test_a_silent_stream_fails_with_its_stall_time():
 @pytest.mark.integration
 def test_a_deployment_that_stops_answering_fails_the_rest_fast(pytester, tmp_path):
     pytester.makepyfile("""
-        import os, signal
+        import os, signal, time
         import requests
 
         def test_freeze(deployment):
             frontend = next(h for h in deployment.handles if h.service.role == "frontend")
             os.killpg(frontend.pid, signal.SIGSTOP)  # alive but silent: no exit code to notice
+            while open(f"/proc/{frontend.pid}/stat").read().rpartition(")")[2].split()[0] != "T":
+                time.sleep(0.01)  # SIGSTOP lands asynchronously: on a loaded machine it may still answer once
             requests.get(deployment.base_url + "/v1/models", timeout=2)
 
         def test_second(api):
