@@ -6,6 +6,7 @@ import inspect
 import textwrap
 
 import pytest
+from _pytest.fixtures import FixtureFunctionDefinition
 
 from pytest_llama4.plugin import activation
 
@@ -83,6 +84,5 @@ def test_the_fixture_list_matches_the_fixtures_module():
     from pytest_llama4.plugin import fixtures
 
     public = {name for name, value in inspect.getmembers(fixtures)
-              if (not name.startswith("_") and hasattr(value, "_fixture_function_marker")) or
-              (type(value).__name__ == "FixtureFunctionDefinition" and not name.startswith("_"))}
+              if isinstance(value, FixtureFunctionDefinition) and not name.startswith("_")}
     assert sorted(public - {"record_testsuite_property"}) == sorted(activation.FIXTURES)

@@ -116,6 +116,13 @@ def _name_comparisons(pattern: str, allowed: tuple[str, ...]) -> list[str]:
 
 def test_only_the_engine_registry_compares_engine_names():
     assert _name_comparisons(r"\bengine\s*(==|!=|in\b)|\.engine\s*(==|!=)", ("deploy/engines/",)) == []
+
+
+def test_only_the_launcher_registry_compares_launcher_names_or_types():
+    """config/settings.py validates the option itself (an --endpoint sets launcher=endpoint); the engine registry
+    checks which launchers an engine can be started by."""
+    allowed = ("deploy/launchers/", "deploy/engines/__init__.py", "config/settings.py")
+    assert _name_comparisons(r"\blauncher\s*(==|!=)|isinstance\([^)]*Launcher\)", allowed) == []
 @pytest.mark.parametrize("suite", sorted(SUITES.glob("test_*.py")), ids=lambda p: p.name)
 def test_suites_import_nothing_from_launchers_engines_or_session_state(suite):
     graph_modules = set(import_graph())
@@ -124,3 +131,26 @@ def test_suites_import_nothing_from_launchers_engines_or_session_state(suite):
                                                            "pytest_llama4.deploy.engines",
                                                            "pytest_llama4.plugin")))
     assert forbidden == [], f"{suite.name} must use fixtures instead of {forbidden}"
+
+
+STAGES = ("config", "api", "deploy", "measure", "report", "plugin")  # the flow: each imports only earlier ones
+
+
+def _stage(module: str) -> int | None:
+    parts = module.split(".")
+    return STAGES.index(parts[1]) if len(parts) > 1 and parts[1] in STAGES else None
+
+
+def backward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{module} -> {target}" for module, targets in graph.items() for target in targets
+                  if None not in (_stage(module), _stage(target)) and _stage(target) > _stage(module))
+
+
+def test_imports_point_only_up_the_flow():
+    assert backward_imports(import_graph()) == []
+
+
+def test_a_backward_import_is_found():
+    graph = {"pytest_llama4.config.settings": {"pytest_llama4.deploy.wiring"},
+             "pytest_llama4.plugin.hooks": {"pytest_llama4.report.summary"}}
+    assert backward_imports(graph) == ["pytest_llama4.config.settings -> pytest_llama4.deploy.wiring"]

@@ -235,8 +235,6 @@ def validate(values: dict[str, Any], sources: dict[str, str], base: Path) -> Set
         values["launcher"] = "endpoint"
     elif values["launcher"] == "endpoint":
         raise pytest.UsageError("--launcher=endpoint needs the deployment's URL: add --endpoint=http://HOST:PORT")
-    if values["slurm_alloc"] and values["launcher"] != "slurm":
-        raise pytest.UsageError("--slurm-alloc requests a SLURM allocation: add --launcher=slurm")
     if not re.match(r"^v?\d+\.\d+", str(values["dynamo_version"])):
         raise pytest.UsageError(f"{sources['dynamo_version']}: {values['dynamo_version']!r} is not a Dynamo release; "
                                 "use e.g. --dynamo-version=1.6.1 (see `python3 -m dynamo.frontend --version`)")

@@ -27,7 +27,7 @@ from ..deploy import procscan
 from ..deploy import services as service_records
 from ..deploy.launchers.allocation import SlurmError
 from ..deploy.launchers.base import Launcher, NodeStep
-from ..deploy.launchers.local import RUN_LABEL_ENV, LocalLauncher
+from ..deploy.launchers.local import RUN_LABEL_ENV
 
 MIB = 1024 * 1024
 LOCAL_NODE = "local"
@@ -156,7 +156,7 @@ def process_source(runner: Launcher | None, run_dir: Path, services: frozenset[s
     if runner is None:
         return NO_SERVICES_OF_OURS
     run_id = run_dir.name
-    if isinstance(runner, LocalLauncher):
+    if runner.runs_here:
         return LocalProcesses(run_id, services)
     used = {node for record in service_records.read(run_dir) for node in record.nodes}
     return SlurmProcesses(runner, run_id, services, tuple(n for n in runner.nodes if n in used) or runner.nodes)

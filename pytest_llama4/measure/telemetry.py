@@ -27,7 +27,6 @@ from typing import Protocol, TypeVar
 import pynvml
 
 from ..deploy.launchers.base import HELPER_STOP_GRACE_S, Launcher, NodeStep
-from ..deploy.launchers.local import LocalLauncher
 from ..deploy.logtail import tail
 
 DEFAULT_INTERVAL_S = 0.5
@@ -406,7 +405,7 @@ def gpu_unavailable_reason(runner: Launcher | None) -> str | None:
     the monitor raises NoGpu then."""
     if runner is None:
         return ENDPOINT_REASON
-    if isinstance(runner, LocalLauncher):
+    if runner.runs_here:
         reason = nvml_unavailable_reason()
         return _LOCAL + reason if reason else None
     return None
@@ -418,7 +417,7 @@ def monitor_for(runner: Launcher | None, run_dir: Path, interval_s: float = DEFA
     if reason := gpu_unavailable_reason(runner):
         raise NoGpu(reason)
     assert runner is not None  # an --endpoint has its reason
-    if isinstance(runner, LocalLauncher):
+    if runner.runs_here:
         return GpuMonitor([NvmlSource(interval_s)], run_dir / CSV_FILE)
     sources = [SlurmNvidiaSmiSource(runner, node, interval_s=interval_s,
                                     log_path=run_dir / "logs" / f"gpu-telemetry-{node}.log")

@@ -9,14 +9,13 @@ from collections.abc import Callable, Mapping
 import pytest
 
 from ..config.resolve import resolve
-from ..deploy import engine_limits, engines, interrupts, preflight
-from ..deploy.launchers import slurm_preflight
+from ..deploy import engine_limits, engines, interrupts, launchers, preflight
 from ..deploy.readiness import CONNECTION_ERRORS, answers
 from ..measure import profiles
 from ..measure.profiles import ProfileScenario
-from ..report import dryrun, provenance, replay
+from ..report import dryrun
 from ..report.summary import write_summary
-from . import properties, waivers
+from . import properties, recording, waivers
 from .session import RUN_KEY, STARTED_KEY, Run, current_run, new_run_id
 from .startup import start_deployment
 from .xdist import SharedDeploymentHost
@@ -44,7 +43,7 @@ def activate(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {description}")
     config.pluginmanager.import_plugin("pytest_llama4.plugin.fixtures")
     run_id = getattr(config, "workerinput", {}).get("llama4_run_id") or new_run_id()
-    run = Run(engines.settle(resolve(config)), run_id)
+    run = Run(launchers.settle(engines.settle(resolve(config))), run_id)
     config.stash[RUN_KEY] = run
     run.profile = profiles.resolve(run.settings.profile, run.settings.profile_file)
     if run.profile and run.profile.engines and run.settings.engine not in run.profile.engines:
@@ -53,16 +52,15 @@ def activate(config: pytest.Config) -> None:
     preflight.skipped(run.settings)  # an unknown check name is a usage error now, not at launch
     if run.settings.dry_run:
         dryrun.exit_with_plan(run.settings, run.run_id, run.run_dir)
-    if run.settings.launcher == "slurm":
-        run.allocation = slurm_preflight(run.settings, run.settings.plan.num_nodes)
+    run.allocation = launchers.allocation_at_configure(run.settings)
     if not hasattr(config, "workerinput") and not config.option.xmlpath:
         run.junit_path = run.run_dir / "junit.xml"
         config.option.xmlpath = str(run.junit_path)
-    replay.configure(config, run)
+    recording.configure_replay(config, run)
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(OutcomeRecorder(run), "llama4-outcomes")
         config.pluginmanager.register(properties.JunitMerger(run.run_dir), "llama4-properties")
-        config.pluginmanager.register(provenance.Recorder(run), "llama4-provenance")
+        config.pluginmanager.register(recording.Recorder(run), "llama4-provenance")
     if config.pluginmanager.hasplugin("xdist"):
         host = _host_for_workers(config, run)
         config.pluginmanager.register(XdistHooks(run_id, shared=host is not None), "llama4-xdist")
@@ -206,10 +204,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     perf = run.write_perf()
     if run.deployment is not None or perf is not None:
-        run.summary_path = write_summary(run.run_dir, title=f"pytest-llama4 run {run.run_id}",
-                                         settings=run.settings.as_properties(),
-                                         deployment=run.deployment.describe() if run.deployment else None,
-                                         outcomes=run.outcomes, perf=perf)
+        write_summary(run.run_dir, title=f"pytest-llama4 run {run.run_id}", settings=run.settings.as_properties(),
+                      deployment=run.deployment.describe() if run.deployment else None, outcomes=run.outcomes,
+                      perf=perf)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -14,8 +14,8 @@ import pytest
 
 from ..config.settings import Settings
 from ..deploy.deployment import Deployment
-from ..deploy.launchers import node_runner
-from ..deploy.launchers.allocation import Allocation, SlurmError, hostnames, slurm
+from ..deploy.launchers import find_allocation, node_runner
+from ..deploy.launchers.allocation import Allocation
 from ..deploy.launchers.base import Launcher
 from ..measure.profiles import Profile
 from ..measure.results import FILE as PERF_FILE
@@ -41,7 +41,6 @@ class Run:
     suites: list[str] = field(default_factory=list)  # suite markers of the collected tests
     profile: Profile | None = None
     outcomes: list[dict] = field(default_factory=list)  # one entry per test, for the summary page
-    summary_path: Path | None = None
     unreachable: str | None = None  # set once the deployment stops answering: later tests fail fast
     shared_host: SharedDeploymentHost | None = None  # xdist controller: the deployment it hosts for workers
     header: list[str] = field(default_factory=list)  # provenance: what the run ran on, atop the summary
@@ -73,25 +72,14 @@ class Run:
         run's name. None outside SLURM."""
         if self.allocation is not None:
             return self.allocation
-        requested = getattr(self.deployment.launcher, "allocation", None) if self.deployment is not None else None
-        if requested is not None or self.settings.launcher != "slurm":
-            return requested
-        try:
-            found = slurm("squeue", "-h", f"--name=pytest-llama4-{self.run_id}", "-o", "%i|%N").split()
-        except SlurmError:
-            return None
-        if not found:
-            return None
-        job_id, nodelist = found[0].split("|")
-        return Allocation(job_id, hostnames(nodelist))
+        if self.deployment is not None and self.deployment.launcher is not None:
+            return self.deployment.launcher.allocation
+        return find_allocation(self.settings, self.run_id)
 
     def node_runner(self) -> Launcher | None:
         """What runs helper steps (telemetry, host memory) on the deployment's nodes, in any process of the run;
         None for an --endpoint. ValueError when a SLURM run's allocation cannot be found."""
-        allocation = self.slurm_allocation()
-        if self.settings.launcher == "slurm" and allocation is None:
-            raise ValueError(f"no SLURM allocation found for run {self.run_id} (job name pytest-llama4-{self.run_id})")
-        return node_runner(self.settings, self.run_id, allocation)
+        return node_runner(self.settings, self.run_id, self.slurm_allocation())
 
     @property
     def run_dir(self) -> Path:

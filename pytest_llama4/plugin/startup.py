@@ -17,7 +17,7 @@ from ..deploy import preflight
 from ..deploy.deployment import Deployment, DeploymentError
 from ..deploy.launchers import make_launcher
 from ..deploy.launchers.allocation import SlurmError
-from ..report import provenance
+from . import recording
 from .session import STARTED_KEY, current_run
 
 
@@ -35,7 +35,7 @@ def start_deployment(config: pytest.Config) -> Deployment:
         run.settings = dep.settings  # with the Dynamo release preflight found, for the report
     run.deployment = dep
     run.startup_seconds = time.monotonic() - config.stash[STARTED_KEY]
-    provenance.probe_environment(config, run.slurm_allocation())
+    recording.probe_environment(config, run.slurm_allocation())
     return dep
 
 

@@ -22,6 +22,7 @@ from ..config.topology import Service
 from ..deploy.engines import engine_for
 from ..deploy.engines.base import Command
 from ..deploy.launchers import allocation as slurm_allocation
+from ..deploy.launchers import needs_allocation
 from ..deploy.launchers.allocation import Allocation, SlurmError
 from ..deploy.launchers.local import RUN_LABEL_ENV, SERVICE_LABEL_ENV, LocalLauncher
 from ..deploy.launchers.slurm import SlurmLauncher, srun_argv, step_name_for
@@ -67,7 +68,7 @@ def write_plan(settings: Settings, run_id: str, plan_dir: Path, environ: Mapping
     """Write the scripts and engine configs into `plan_dir`; return the text that shows them."""
     plan = settings.plan
     allocation = planned_allocation(settings, plan.num_nodes, os.environ if environ is None else environ) \
-        if settings.launcher == "slurm" else None
+        if needs_allocation(settings) else None
     launcher = SlurmLauncher(allocation, run_id, image=settings.image, mounts=settings.mounts) if allocation \
         else LocalLauncher(run_label=run_id)
     http_port = settings.http_port or launcher.allocate_port()

@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pynvml
-import pytest
-from _pytest.junitxml import xml_key  # the LogXML of the process that writes junit.xml
 
 from ..config import resolve
 from ..config.paths import PROJECT_ROOT
@@ -31,12 +29,9 @@ from ..config.settings import Settings
 from ..config.topology import Service
 from ..deploy import services
 from ..deploy.engines import engine_for
-from ..deploy.launchers import node_runner
+from ..deploy.launchers import needs_allocation, node_runner
 from ..deploy.launchers.allocation import Allocation
 from ..deploy.launchers.base import Launcher, StepError, brief
-from ..deploy.launchers.local import LocalLauncher
-from ..deploy.launchers.slurm import SlurmLauncher
-from ..plugin.session import Run, current_run
 
 FILE = "provenance.json"
 PREFIX = "provenance."
@@ -64,7 +59,6 @@ GPUS_SCRIPT = (
     'nvidia-smi 2>/dev/null | sed -n "s/.*CUDA Version: *\\([0-9.]*\\).*/$n|cuda|\\1/p"; '
     'echo "$n|end|"')
 NO_GPU = {"gpus": NONE, "driver": NONE, "cuda": NONE}
-ENVIRONMENT_KEY = pytest.StashKey[dict]()
 
 
 class ProbeError(Exception):
@@ -132,7 +126,7 @@ def probe_versions(settings: Settings, runner: Launcher, timeout: float = PROBE_
 def probe_gpus(runner: Launcher, timeout: float = PROBE_TIMEOUT_S) -> dict[str, dict]:
     """GPU names, driver and CUDA version per node: NVML on this machine for local processes, or one step with a
     task on every node (nvidia-smi comes with the node's driver: no image needed)."""
-    if isinstance(runner, LocalLauncher):
+    if runner.runs_here:
         return {socket.gethostname(): nvml_gpus()}
     try:
         return parse_gpus(_probe(runner, ("sh", "-c", GPUS_SCRIPT), runner.nodes, "gpus", timeout), runner.nodes)
@@ -193,22 +187,16 @@ def environment(settings: Settings, runner: Launcher | None) -> dict[str, Any]:
     if runner is None:
         return {"versions": dict.fromkeys(VERSION_NAMES, ENDPOINT), "gpus": ENDPOINT, "slurm": NONE}
     slurm = ({"job_id": runner.allocation.job_id, "nodelist": ",".join(runner.nodes)}
-             if isinstance(runner, SlurmLauncher) else NONE)
+             if runner.allocation is not None else NONE)
     return {"versions": probe_versions(settings, runner), "gpus": probe_gpus(runner), "slurm": slurm}
 
 
 def run_environment(settings: Settings, allocation: Allocation | None, run_label: str) -> dict[str, Any]:
     """`environment` of a run, from its settings and `allocation`, where it runs (launcher=slurm)."""
-    if settings.launcher == "slurm" and allocation is None:
+    if needs_allocation(settings) and allocation is None:
         why = "not reported (no deployment was launched in the --slurm-alloc allocation)"
         return {"versions": dict.fromkeys(VERSION_NAMES, why), "gpus": why, "slurm": why}
     return environment(settings, node_runner(settings, run_label, allocation))
-
-
-def probe_environment(config: pytest.Config, allocation: Allocation | None) -> None:
-    """Right after the launch, while the deployment's allocation is surely there: kept for the end of the session."""
-    run = current_run(config)
-    config.stash[ENVIRONMENT_KEY] = run_environment(run.settings, allocation, run.run_id)
 
 
 # --- the run's own files ----------------------------------------------------------------------------------
@@ -246,16 +234,16 @@ def _worker_config(settings: Settings, run_dir: Path, worker: Service) -> tuple[
     return worker.engine_config, settings.engine_config_on_host(worker)
 
 
-def collect(run: Run, env: dict[str, Any]) -> dict[str, Any]:
-    settings = run.settings
+def collect(settings: Settings, run_id: str, run_dir: Path, env: dict[str, Any]) -> dict[str, Any]:
+    """Every fact of provenance.json: `env` holds what only the deployment's machines know (`environment`)."""
     return {
-        "run_id": run.run_id,
+        "run_id": run_id,
         "replay_of": resolve.recorded_run_id(settings.replay) if settings.replay else NONE,
         "plugin": {"version": plugin_version(), "git_revision": git_revision()},
         "image": image_facts(settings),
         **env,
-        "services": service_facts(settings, run.run_dir),
-        "engine_configs": engine_config_facts(settings, run.run_dir),
+        "services": service_facts(settings, run_dir),
+        "engine_configs": engine_config_facts(settings, run_dir),
     }
 
 
@@ -316,26 +304,3 @@ def replay_comparison(facts: dict[str, Any], replayed: Path) -> str:
     if differ:
         return f"engine configs DIFFER from run {run_id}'s (sha256): {', '.join(differ)}"
     return f"engine configs: identical to run {run_id}'s (sha256 of {', '.join(sorted(ours))})"
-
-
-class Recorder:
-    """On the process that writes junit.xml: provenance.json, the JUnit properties and the summary header.
-    (Under pytest-xdist that is the controller; a worker's record_testsuite_property never reaches junit.xml.)"""
-
-    def __init__(self, run: Run) -> None:
-        self.run = run
-
-    @pytest.hookimpl(tryfirst=True)  # before junitxml's own pytest_sessionfinish writes the file
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        config, run = session.config, self.run
-        env = config.stash.get(ENVIRONMENT_KEY, None) or run_environment(run.settings, run.allocation, run.run_id)
-        facts = collect(run, env)
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-        (run.run_dir / FILE).write_text(json.dumps(facts, indent=1))
-        if (xml := config.stash.get(xml_key, None)) is not None:
-            for name, value in properties(facts).items():
-                xml.add_global_property(name, value)
-        run.header = header(facts)
-        if run.settings.replay:
-            run.notes.append(replay_comparison(facts, run.settings.replay))
-

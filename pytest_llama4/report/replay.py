@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,27 +34,24 @@ from ..config.resolve import (
     ROLE_SETTING,
     SETTINGS_FILE,
     load,
-    recorded_run_id,
     sha256_of,
 )
 from ..config.settings import Settings, host_path
 from ..deploy.engines import engine_for
-from ..plugin.session import Run
 
 # --- recording --------------------------------------------------------------------------------------------
 
 
-def input_files(run: Run) -> dict[str, Path]:
+def input_files(settings: Settings, profile_path: Path | None) -> dict[str, Path]:
     """Setting -> the file it makes the run read, as the run reads it (a container path for a mounted config)."""
-    settings = run.settings
     files: dict[str, Path] = {}
     if settings.launches:
         for worker in settings.plan.workers:
             path = worker.engine_config or engine_for(settings.engine).default_engine_config(worker)
             if path is not None:
                 files[ROLE_SETTING[worker.role]] = path
-    if run.profile is not None:
-        files["profile_file"] = run.profile.path
+    if profile_path is not None:
+        files["profile_file"] = profile_path
     files |= {name: getattr(settings, name) for name in ("waivers", "baseline") if getattr(settings, name)}
     if not settings.record_golden and settings.golden_file.is_file():  # with --record-golden it is an output
         files["golden_file"] = settings.golden_file
@@ -79,34 +77,28 @@ def settings_record(settings: Settings) -> dict[str, Any]:
             for f in dataclasses.fields(settings) if f.name not in NOT_RECORDED}
 
 
-def record(run: Run, config: pytest.Config) -> None:
+def record(settings: Settings, run_id: str, run_dir: Path, *, profile_path: Path | None, rootdir: Path,
+           invocation_dir: Path, invocation_args: Sequence[str]) -> None:
     """settings.json and inputs/ of a run. A replay records the settings as the replayed run was given them: its
     input files then differ only in where they were read (the copies), which `inputs` says, with their sha256."""
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    recorded = settings_record(run.settings)
-    replayed = load(run.settings.replay) if run.settings.replay else None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    recorded = settings_record(settings)
+    replayed = load(settings.replay) if settings.replay else None
     if replayed is not None:
         recorded |= {name: replayed["settings"][name] for name in INPUT_SETTINGS}
-    inputs = {name: entry for name, path in input_files(run).items()
-              if (entry := copy_input(run.run_dir, name, path, run.settings)) is not None}
-    (run.run_dir / SETTINGS_FILE).write_text(json.dumps({
-        "run_id": run.run_id, "replay_of": replayed["run_id"] if replayed else None,
-        "rootdir": str(config.rootpath),
-        "invocation": {"dir": str(config.invocation_params.dir), "args": list(config.invocation_params.args)},
+    inputs = {name: entry for name, path in input_files(settings, profile_path).items()
+              if (entry := copy_input(run_dir, name, path, settings)) is not None}
+    (run_dir / SETTINGS_FILE).write_text(json.dumps({
+        "run_id": run_id, "replay_of": replayed["run_id"] if replayed else None, "rootdir": str(rootdir),
+        "invocation": {"dir": str(invocation_dir), "args": list(invocation_args)},
         "settings": recorded, "inputs": inputs}, indent=1))
 
 
-class OutcomesWriter:
+def write_outcomes(run_dir: Path, run_id: str, rootdir: Path, outcomes: list[dict]) -> None:
     """outcomes.json at the end of the session: what --replay-failed reruns."""
-
-    def __init__(self, run: Run, rootdir: Path) -> None:
-        self.run = run
-        self.rootdir = rootdir
-
-    def pytest_sessionfinish(self) -> None:
-        self.run.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run.run_dir / OUTCOMES_FILE).write_text(json.dumps(
-            {"run_id": self.run.run_id, "rootdir": str(self.rootdir), "outcomes": self.run.outcomes}, indent=1))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / OUTCOMES_FILE).write_text(json.dumps(
+        {"run_id": run_id, "rootdir": str(rootdir), "outcomes": outcomes}, indent=1))
 
 
 # --- replaying --------------------------------------------------------------------------------------------
@@ -143,55 +135,3 @@ def failed_tests(directory: Path) -> set[str]:
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
         raise pytest.UsageError(f"--replay-failed: {path} is damaged ({type(error).__name__}: {error}); replay all "
                                 "of that run with --replay alone") from None
-
-
-class FailedOnly:
-    """--replay-failed: every test but those that failed or errored in the replayed run is deselected (in each
-    process that collects: pytest itself, or every xdist worker)."""
-
-    def __init__(self, run: Run, directory: Path) -> None:
-        self.run = run
-        self.run_id = recorded_run_id(directory)
-        self.failed = failed_tests(directory)
-
-    @pytest.hookimpl(trylast=True)  # after -m / -k: the count below is what runs
-    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
-        keep: list[pytest.Item] = []
-        dropped: list[pytest.Item] = []
-        for item in items:
-            (keep if nodeid_key(config.rootpath, item.nodeid) in self.failed else dropped).append(item)
-        if dropped:
-            config.hook.pytest_deselected(items=dropped)
-            items[:] = keep
-        self._note(len(keep))
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
-        """The xdist controller collects nothing itself: each worker reports what it kept."""
-        self._note(len(ids))
-
-    def _note(self, selected: int) -> None:
-        if any(line.startswith("--replay-failed") for line in self.run.notes):
-            return
-        missing = len(self.failed) - selected
-        self.run.notes.append(
-            f"--replay-failed: {selected} test(s) selected, those that failed or errored in run {self.run_id}"
-            + (f"; {missing} of those are not collected by this command line (pass the paths that run "
-               f"collected: {SETTINGS_FILE} records its command line)" if missing > 0 else ""))
-
-
-def configure(config: pytest.Config, run: Run) -> None:
-    """From pytest_configure, in every process: record this run (the junit.xml writer only), and when it replays
-    another, say so and select its failed tests."""
-    if run.settings.replay_failed:
-        only = FailedOnly(run, run.settings.replay)
-        if not only.failed:
-            pytest.exit(f"--replay-failed: no test failed or errored in run {only.run_id}, so there is nothing to "
-                        "rerun (--replay alone reruns every test)", returncode=pytest.ExitCode.OK)
-        config.pluginmanager.register(only, "llama4-replay-failed")
-    if hasattr(config, "workerinput"):
-        return
-    record(run, config)
-    config.pluginmanager.register(OutcomesWriter(run, config.rootpath), "llama4-outcomes-file")
-    if run.settings.replay:
-        run.notes += replay_notes(run.settings.replay)

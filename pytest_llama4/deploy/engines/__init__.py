@@ -33,11 +33,6 @@ def settle(settings: Settings) -> Settings:
     Every problem is a pytest.UsageError that says how to fix it."""
     engine = engine_for(settings.engine)
     _check_launcher(engine, settings)
-    if settings.image and settings.launcher == "slurm" and settings.discovery == "file" and engine.runs_dynamo:
-        raise pytest.UsageError("--image with --discovery=file: containers would each need the discovery directory "
-                                "mounted; use --discovery=etcd, the seed guide's etcd + NATS on the head node")
-    if engine.needs_gpus and settings.launcher == "slurm":
-        _require_engine_configs(settings)
     engine.check(settings)
     if settings.profile is None and settings.profile_file is None and engine.default_profile:
         return dataclasses.replace(settings, profile=engine.default_profile)
@@ -53,14 +48,3 @@ def _check_launcher(engine: Engine, settings: Settings) -> None:
         raise pytest.UsageError(f"--engine={engine.name} cannot be launched by pytest-llama4 yet: start it with the "
                                 "seed guide's command (--dry-run prints it) and pass --endpoint=http://HEAD_NODE:8000 "
                                 f"--engine={engine.name}")
-
-
-def _require_engine_configs(settings: Settings) -> None:
-    """GPU workers take their engine config from the seed guide's variables; there is no safe default."""
-    needed = ("engine_config",) if settings.topology == "agg" else ("prefill_engine_config", "decode_engine_config")
-    missing = [name.upper() for name in needed if not getattr(settings, name)]
-    if missing:
-        raise pytest.UsageError(
-            f"--engine={settings.engine} --topology={settings.topology} needs {' and '.join(missing)} (or "
-            f"--{missing[0].lower().replace('_', '-')}), e.g. /mnt/engine_configs/llama4/eagle/eagle_"
-            f"{'agg' if settings.topology == 'agg' else 'prefill'}.yaml with MOUNTS=\"$PWD/:/mnt\"")

@@ -15,6 +15,54 @@ from .local import LocalLauncher
 from .slurm import SlurmLauncher
 
 
+def settle(settings: Settings) -> Settings:
+    """The launcher's part of validating settings (after the engine's): what a SLURM launch needs. Every problem is
+    a pytest.UsageError that says how to fix it."""
+    if settings.slurm_alloc and settings.launcher != "slurm":
+        raise pytest.UsageError("--slurm-alloc requests a SLURM allocation: add --launcher=slurm")
+    if settings.launcher != "slurm":
+        return settings
+    engine = engine_for(settings.engine)
+    if settings.image and settings.discovery == "file" and engine.runs_dynamo:
+        raise pytest.UsageError("--image with --discovery=file: containers would each need the discovery directory "
+                                "mounted; use --discovery=etcd, the seed guide's etcd + NATS on the head node")
+    if engine.needs_gpus:
+        _require_engine_configs(settings)
+    return settings
+
+
+def _require_engine_configs(settings: Settings) -> None:
+    """GPU workers take their engine config from the seed guide's variables; there is no safe default."""
+    needed = ("engine_config",) if settings.topology == "agg" else ("prefill_engine_config", "decode_engine_config")
+    missing = [name.upper() for name in needed if not getattr(settings, name)]
+    if missing:
+        raise pytest.UsageError(
+            f"--engine={settings.engine} --topology={settings.topology} needs {' and '.join(missing)} (or "
+            f"--{missing[0].lower().replace('_', '-')}), e.g. /mnt/engine_configs/llama4/eagle/eagle_"
+            f"{'agg' if settings.topology == 'agg' else 'prefill'}.yaml with MOUNTS=\"$PWD/:/mnt\"")
+
+
+def allocation_at_configure(settings: Settings) -> slurm_allocation.Allocation | None:
+    """The allocation pytest runs inside, checked against the plan before anything is collected (SLURM only; None
+    elsewhere, and when --slurm-alloc will request one)."""
+    return slurm_preflight(settings, settings.plan.num_nodes) if settings.launcher == "slurm" else None
+
+
+def find_allocation(settings: Settings, run_id: str) -> slurm_allocation.Allocation | None:
+    """The SLURM job a --slurm-alloc run requested under its name, as any process of the run finds it (an xdist
+    worker holds no launcher). None off SLURM, or when there is none."""
+    if settings.launcher != "slurm":
+        return None
+    try:
+        found = slurm_allocation.slurm("squeue", "-h", f"--name=pytest-llama4-{run_id}", "-o", "%i|%N").split()
+    except slurm_allocation.SlurmError:
+        return None
+    if not found:
+        return None
+    job_id, nodelist = found[0].split("|")
+    return slurm_allocation.Allocation(job_id, slurm_allocation.hostnames(nodelist))
+
+
 def slurm_preflight(settings: Settings, needed_nodes: int) -> slurm_allocation.Allocation | None:
     """Before anything is collected or launched: the allocation pytest runs inside, checked against the plan.
     None when --slurm-alloc will request one sized to the plan. Problems are usage errors."""
@@ -48,6 +96,11 @@ def make_launcher(settings: Settings, run_label: str, allocation: slurm_allocati
                          tied_to_pytest=not settings.keep_deployment)
 
 
+def needs_allocation(settings: Settings) -> bool:
+    """Whether the run's deployment lives in a SLURM allocation (its launcher: slurm)."""
+    return settings.launcher == "slurm"
+
+
 def node_runner(settings: Settings, run_label: str, allocation: slurm_allocation.Allocation | None) -> Launcher | None:
     """What runs helper steps where the run's deployment runs, in any process of the run (an xdist worker holds no
     launcher): None for an --endpoint deployment, whose machines are not ours. It requests and releases nothing;
@@ -57,5 +110,6 @@ def node_runner(settings: Settings, run_label: str, allocation: slurm_allocation
     if settings.launcher == "local":
         return LocalLauncher(run_label=run_label)
     if allocation is None:
-        raise ValueError("launcher=slurm: a helper step needs the deployment's allocation")
+        raise ValueError(f"no SLURM allocation found for run {run_label} (job name pytest-llama4-{run_label}): a "
+                         "helper step needs the deployment's allocation")
     return SlurmLauncher(allocation, run_label, image=settings.image, mounts=settings.mounts)

@@ -14,6 +14,7 @@ from typing import IO, Protocol
 
 from ...config.topology import Service
 from ..engines.base import Command
+from .allocation import Allocation
 
 HELPER_STOP_GRACE_S = 5.0  # a helper step gets SIGTERM, then SIGKILL this much later
 
@@ -134,6 +135,8 @@ class NodeStep:
 
 class Launcher(Protocol):
     host: str
+    runs_here: bool  # its nodes are this machine: processes, memory and GPUs are read directly, no helper step
+    allocation: Allocation | None  # the SLURM job it runs in; None off SLURM
 
     @property
     def nodes(self) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, ClassVar
 
 from ...config.topology import Service
 from ..engines.base import Command
@@ -115,6 +115,8 @@ def start_step(argv: Sequence[str], env: Mapping[str, str], nodes: Sequence[str]
 class LocalLauncher:
     run_label: str
     host: str = "127.0.0.1"
+    runs_here: ClassVar[bool] = True
+    allocation: ClassVar[None] = None
     tied_to_pytest: bool = True  # False for --keep-deployment: the services must outlive pytest
     _ports: set[int] = field(default_factory=set)
 

@@ -11,13 +11,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from ...config.topology import Service
 from ..engines.base import Command
 from ..ports import free_port
 from .allocation import Allocation, SlurmError, slurm
 from .base import NodeStep
-from .local import labelled_env, start_service, start_step
+from .local import LocalProcess, labelled_env, start_service, start_step
 
 
 def srun_argv(service: Service, command: Command, allocation: Allocation, *, step_name: str,
@@ -86,21 +87,12 @@ def _wait_until_gone(job_id: str, step_name: str, timeout: float = 15.0) -> None
 
 
 @dataclass
-class SlurmStep:
-    service: Service
-    command: Command
-    log_path: Path
-    process: subprocess.Popen  # the srun client, a child of pytest
+class SlurmStep(LocalProcess):
+    """A service as a SLURM step: `process` is its srun client, a child of pytest, that lives as long as the step."""
+
     job_id: str
     step_name: str
     nodes: tuple[str, ...]
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def returncode(self) -> int | None:
-        return self.process.poll()
 
     def stop(self, grace: float) -> None:
         cancel_step(self.process, grace, job_id=self.job_id, step_name=self.step_name)
@@ -120,6 +112,7 @@ def step_name_for(run_label: str, what: str) -> str:
 class SlurmLauncher:
     allocation: Allocation
     run_label: str
+    runs_here: ClassVar[bool] = False
     image: str | None = None
     mounts: str | None = None
     tied_to_pytest: bool = True  # False for --keep-deployment: the steps must outlive pytest
