@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .config import lint as config_lint
+from .deploy.launchers import janitor
+from .deploy.launchers.allocation import SlurmError
 
 LINT_DESCRIPTION = """\
 Lint engine configs before a deployment starts. YAML files are TensorRT-LLM LLM-API options
@@ -58,12 +60,47 @@ def run_lint_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     return 1 if errors else 0
 
 
+REAP_DESCRIPTION = """\
+Cancel the SLURM jobs and steps that dead pytest-llama4 runs of this user left behind (a SIGKILLed pytest, a
+rebooted login node): the allocation --slurm-alloc requested and any step still running. Only what is provably
+ours is touched: the name carries a run id, and that run's record (in $PYTEST_LLAMA4_STATE, default
+~/.local/state/pytest-llama4/runs) shows its pytest gone from this host or silent for minutes on another.
+A new run on SLURM does the same before it starts."""
+
+
+def add_reap(commands: argparse._SubParsersAction) -> None:
+    reap = commands.add_parser("reap", help="cancel SLURM jobs and steps that dead runs left behind",
+                               description=REAP_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    reap.add_argument("--dry-run", action="store_true", help="only list what would be cancelled")
+    reap.add_argument("--grace", type=float, default=10.0,
+                      help="seconds a step gets after SIGTERM before it is killed (default: %(default)s)")
+    reap.set_defaults(run=run_reap, parser=reap)
+
+
+def run_reap(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    try:
+        leftovers, spared = janitor.find()
+        lines = [f"would cancel {leftover.describe()}" for leftover in leftovers] if args.dry_run else \
+            janitor.reap(leftovers, grace=args.grace)
+    except SlurmError as error:
+        print(f"reap: {error}", file=sys.stderr)
+        return 2
+    if not args.dry_run:
+        janitor.forget_dead_runs()
+    for line in [*lines, *(f"left alone: {note}" for note in spared)]:
+        print(line)
+    print(f"reap: {len(leftovers)} leftover(s) of dead runs {'found' if args.dry_run else 'cancelled'}",
+          file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pytest-llama4",
                                      description="Llama 4 deployment qualification tools (the pytest plugin "
                                                  "itself runs as `pytest --topology=... suites/`).")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_lint_config(commands)
+    add_reap(commands)
     return parser
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llama4.config import settings as settings_module
 from pytest_llama4.config.paths import PROJECT_ROOT
 from pytest_llama4.config.resolve import resolve
 from pytest_llama4.config.topology import make_plan
@@ -75,7 +74,9 @@ def check_golden(name: str, text: str) -> None:
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_dry_run_golden(pytester, tmp_path, name):
+def test_dry_run_golden(pytester, tmp_path, monkeypatch, name):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "no-hub-cache"))  # the same lines on every machine
+    monkeypatch.delenv("HF_TOKEN", raising=False)
     text, run_id = plan_text(pytester, tmp_path, CASES[name])
     check_golden(name, normalize(text, run_id, tmp_path))
     plan_dir = tmp_path / run_id / "plan"
@@ -116,8 +117,7 @@ def test_the_srun_line_is_what_the_slurm_launcher_executes(tmp_path, monkeypatch
     launcher = SlurmLauncher(allocation, "run-1", image=IMAGE, mounts="/a:/b")
     with pytest.raises(OSError, match="not launched"):
         launcher.start(decode, command, tmp_path / "decode.log")
-    settings = settings_module.Settings(image=IMAGE, mounts="/a:/b")
-    env, argv = dryrun.launch_line(decode, command, "run-1", settings, allocation)
+    env, argv = dryrun.launch_line(decode, command, "run-1", launcher)
     assert argv == seen["argv"]
     assert env == {k: v for k, v in seen["env"].items() if os.environ.get(k) != v or k in command.env}
 
@@ -193,15 +193,33 @@ def test_dry_run_on_slurm_launches_nothing(tmp_path):
     env["PATH"] = f"{shims}:{env['PATH']}"
     reports = tmp_path / "reports"
     done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--reports-dir={reports}",
-                           "--launcher=slurm", "--nodelist=node[1-2]", "--topology=disagg", "--discovery=etcd",
+                           "--launcher=slurm", "--nodelist=gpu-a[01-02]", "--topology=disagg", "--discovery=etcd",
                            "--dry-run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     (run_id,) = run_ids(reports)
     assert not (tmp_path / "calls").exists(), (tmp_path / "calls").read_text()
-    assert "nodes node1 (127.0.0.1), node2 (127.0.0.1)" in done.stdout
-    assert re.search(r"^  .* srun --overlap \"--jobid=\$\{SLURM_JOB_ID\}\" .* --nodelist=node2 .*dynamo\.mocker",
+    assert "nodes gpu-a01 (127.0.1.11), gpu-a02 (127.0.1.12)" in done.stdout  # NodeAddr hostnames, resolved
+    assert re.search(r"^  .* srun --overlap \"--jobid=\$\{SLURM_JOB_ID\}\" .* --nodelist=gpu-a02 .*dynamo\.mocker",
                      done.stdout, re.MULTILINE)
     names = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True, check=True).stdout
     steps = subprocess.run(["squeue", "-h", "-s", "-o", "%j"], capture_output=True, text=True, check=True).stdout
     assert run_id not in names + steps
     assert processes_of_run(run_id) == []
+
+
+def test_containers_see_the_hub_cache_and_token_without_showing_it(tmp_path, monkeypatch):
+    hub = tmp_path / "hf"
+    hub.mkdir()
+    monkeypatch.setenv("HF_HOME", str(hub))
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
+    launcher = SlurmLauncher(Allocation("42", ("gb-01",)), "run-1", image=IMAGE, mounts="/a:/b")
+    worker = make_plan("agg").workers[0]
+    env, argv = dryrun.launch_line(worker, Command(("python3", "-m", "x"), {"A": "1"}), "run-1", launcher)
+    assert env["HF_HOME"] == str(hub)
+    assert f"--container-mounts=/a:/b,{hub}:{hub}" in argv and "--container-name=llama4-run-1" in argv
+    assert "--container-env=A,HF_HOME,HF_TOKEN" in argv
+    assert "hf_secret_value" not in " ".join(argv) + " ".join(env.values()), "the token travels by name only"
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "absent"))
+    env, argv = dryrun.launch_line(worker, Command(("python3",)), "run-1", launcher)
+    assert "--container-mounts=/a:/b" in argv and "HF_HOME" not in env and not any("HF_TOKEN" in a for a in argv)

@@ -336,7 +336,8 @@ def test_host_rss_is_read_on_each_node_through_srun(tmp_path, request):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     (run_id,) = run_ids(tmp_path)
     props = properties(check_junit(tmp_path / run_id / "junit.xml"))
-    placed = {"frontend-0": "node1", "etcd-0": "node1", "nats-0": "node1", "prefill-0": "node1", "decode-0": "node2"}
+    placed = {"frontend-0": "gpu-a01", "etcd-0": "gpu-a01", "nats-0": "gpu-a01", "prefill-0": "gpu-a01",
+              "decode-0": "gpu-a02"}
     measured = {key.split(".")[1]: key.split(".")[2] for key in props if key.endswith(".peak_rss_mib")}
     assert measured == placed, "each service measured once, on the node SLURM ran it on"
     assert steps_of(slurm_env["SLURM_JOB_ID"]) == [], "the sampler's steps were left in squeue -s"

@@ -216,6 +216,29 @@ def test_local_preflight_stops_on_a_held_port_and_a_missing_model(tmp_path):
     assert "--skip-preflight=CHECK" in message and str(tmp_path / "preflight.log") in message
 
 
+HUB_ID = "nvidia/Llama-4-Maverick-17B-128E-Instruct-FP8"
+
+
+def test_a_hub_id_model_must_be_in_the_nodes_cache_or_come_with_a_token(tmp_path, monkeypatch):
+    home = tmp_path / "hf"
+    monkeypatch.setenv("HF_HOME", str(home))  # the probe step inherits it, as a node's step does
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    with pytest.raises(PreflightError) as raised:
+        local_check(Settings(model=HUB_ID), tmp_path)
+    assert (f"127.0.0.1: model: {HUB_ID} (--model/MODEL_PATH) is a hub id that is not in 127.0.0.1's Hugging Face "
+            f"cache ({home / 'hub'}), and there is no token (HF_TOKEN, or a token file in HF_HOME) for a gated "
+            "model; fix: download it once") in str(raised.value)
+    monkeypatch.setenv("HF_TOKEN", "hf_x")
+    with pytest.warns(preflight.PreflightWarning, match="every node downloads it at start"):
+        local_check(Settings(model=HUB_ID), tmp_path)
+    monkeypatch.delenv("HF_TOKEN")
+    (home / "hub" / f"models--{HUB_ID.replace('/', '--')}" / "snapshots" / "abc123").mkdir(parents=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        local_check(Settings(model=HUB_ID), tmp_path)  # in the cache: nothing to say
+
+
 def test_skip_all_runs_no_step(tmp_path):
     assert local_check(Settings(skip_preflight="all", model=str(tmp_path / "absent")), tmp_path).dynamo_version == "1.6"
     assert not (tmp_path / "preflight.log").exists()
@@ -253,8 +276,8 @@ def test_slurm_preflight_stops_on_a_planned_port_already_taken(tmp_path, cluster
         port = held.getsockname()[1]
         result = run_inner(tmp_path, inner_env(slurm_env), f"--http-port={port}", "test_up.py")
     expect_stopped(result, tmp_path, slurm_env["SLURM_JOB_ID"],
-                   f"node1: ports: --http-port={port}: the port is already in use on node1; fix: stop what holds it "
-                   "(`ss -ltnp` on node1) or pass --http-port=0 to pick a free port")
+                   f"gpu-a01: ports: --http-port={port}: the port is already in use on gpu-a01; fix: stop what holds "
+                   "it (`ss -ltnp` on gpu-a01) or pass --http-port=0 to pick a free port")
 
 
 STAND_IN = '''\
@@ -268,6 +291,7 @@ class TorchLlmArgs(BaseModel):
     skip_tokenizer_init: bool = False
     max_batch_size: int | None = None
     max_num_tokens: int | None = None
+    tensor_parallel_size: int = 1
 '''
 
 
@@ -287,8 +311,8 @@ def test_slurm_preflight_stops_on_a_key_the_engine_rejects(tmp_path, tmp_path_fa
     (aside / "bin" / "python3").chmod(0o755)
     (aside / "model").mkdir()
     prefill, decode = aside / "prefill.yaml", aside / "decode.yaml"
-    prefill.write_text("max_batch_size: 1\nmax_num_tokenz: 8192\n")
-    decode.write_text("max_batch_size: 256\n")
+    prefill.write_text("max_batch_size: 1\nmax_num_tokenz: 8192\ntensor_parallel_size: 4\n")  # 4 GPUs per node
+    decode.write_text("max_batch_size: 256\ntensor_parallel_size: 4\n")
     env = inner_env(request.getfixturevalue("allocation")(2))
     env |= {"PYTHONPATH": str(aside / "site"), "PATH": f"{aside / 'bin'}:{env['PATH']}"}
     (tmp_path / "test_up.py").write_text("def test_up(deployment):\n    pass\n")
@@ -296,10 +320,10 @@ def test_slurm_preflight_stops_on_a_key_the_engine_rejects(tmp_path, tmp_path_fa
                        f"--prefill-engine-config={prefill}", f"--decode-engine-config={decode}",
                        "--skip-preflight=gpus", "test_up.py")
     out = expect_stopped(result, tmp_path, env["SLURM_JOB_ID"],
-                         f"node1: engine-config-keys: prefill-0's engine config {prefill}: 'max_num_tokenz': Extra "
-                         "inputs are not permitted (TorchLlmArgs of tensorrt_llm 0.0.0+standin on node1); fix: remove "
-                         f"or rename 'max_num_tokenz' (`pytest-llama4 lint-config {prefill}` suggests the spelling), "
-                         "or --skip-preflight=engine-config-keys")
+                         f"gpu-a01: engine-config-keys: prefill-0's engine config {prefill}: 'max_num_tokenz': Extra "
+                         "inputs are not permitted (TorchLlmArgs of tensorrt_llm 0.0.0+standin on gpu-a01); fix: "
+                         f"remove or rename 'max_num_tokenz' (`pytest-llama4 lint-config {prefill}` suggests the "
+                         "spelling), or --skip-preflight=engine-config-keys")
     assert "decode-0's engine config" not in out
 
 
@@ -405,3 +429,18 @@ def test_slurm_preflight_stops_on_a_model_missing_on_node2_only(tmp_path, node_l
     assert not (reports / run_id / "logs").exists(), "no service was launched"
     assert slurm_out(env, "squeue", "-h", "-s", "-j", job, "-o", "%i %j").strip() == "", "steps left in squeue -s"
     assert_nothing_left(reports)
+
+
+def test_pmix_is_found_in_what_srun_lists():
+    listed = "MPI plugin types are...\n\tpmix\n\tnone\n\tpmi2\nspecific pmix plugin versions available: pmix_v4\n"
+    assert preflight.pmix_listed(listed)
+    assert preflight.pmix_listed("MPI plugin types are...\n\tnone\n\tpmix_v3\n")
+    assert not preflight.pmix_listed("MPI plugin types are...\n\tnone\n\tpmi2\n\tcray_shasta\n")
+
+
+def test_a_slurm_without_pmix_is_a_preflight_failure_naming_the_fix(monkeypatch):
+    monkeypatch.setattr(preflight, "slurm", lambda *argv: "MPI plugin types are...\n\tnone\n\tpmi2\n")
+    (failure,) = preflight.mpi_failures(SlurmLauncher(Allocation("1", ("gb-01",)), "r"))
+    assert str(failure).startswith("srun: mpi: srun offers no pmix MPI plugin (`srun --mpi=list`: none pmi2), and "
+                                   "the workers' steps run --mpi=pmix; fix: ask the cluster's admins")
+    assert preflight.mpi_failures(LocalLauncher("r")) == []

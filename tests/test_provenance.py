@@ -182,15 +182,17 @@ def test_slurm_run_records_job_nodes_and_what_each_node_has(tmp_path, slurm_job)
     (run_id,) = run_ids(tmp_path)
     facts = json.loads((tmp_path / run_id / "provenance.json").read_text())
     assert_no_empty_fact(facts)
-    assert facts["slurm"] == {"job_id": slurm_job["SLURM_JOB_ID"], "nodelist": "node1,node2"}
-    assert facts["gpus"] == {"node1": provenance.NO_GPU, "node2": provenance.NO_GPU}  # no GPU on the local cluster
+    assert facts["slurm"] == {"job_id": slurm_job["SLURM_JOB_ID"], "nodelist": "gpu-a01,gpu-a02",
+                              "addresses": {"gpu-a01": "127.0.1.11", "gpu-a02": "127.0.1.12"}}  # NodeAddr, resolved
+    assert facts["gpus"] == {"gpu-a01": provenance.NO_GPU, "gpu-a02": provenance.NO_GPU}  # no GPU on the local cluster
     assert facts["versions"]["dynamo"] == metadata.version("ai-dynamo")  # probed in a step on the head node
-    assert facts["services"]["decode-0"]["nodes"] == ["node2"] and facts["services"]["prefill-0"]["nodes"] == ["node1"]
+    assert facts["services"]["decode-0"]["nodes"] == ["gpu-a02"]
+    assert facts["services"]["prefill-0"]["nodes"] == ["gpu-a01"]
     assert set(facts["engine_configs"]) == {"prefill-0", "decode-0"}
     props = properties(check_junit(tmp_path / run_id / "junit.xml"))
     assert props["provenance.slurm.job_id"] == slurm_job["SLURM_JOB_ID"]
-    assert props["provenance.gpus.node2.gpus"] == "none"
-    assert f"SLURM job {slurm_job['SLURM_JOB_ID']} (node1,node2)" in result.stdout
-    assert "GPUs: node1: none; node2: none" in result.stdout
+    assert props["provenance.gpus.gpu-a02.gpus"] == "none"
+    assert f"SLURM job {slurm_job['SLURM_JOB_ID']} (gpu-a01,gpu-a02)" in result.stdout
+    assert "GPUs: gpu-a01: none; gpu-a02: none" in result.stdout
     assert test_slurm.steps_of(slurm_job["SLURM_JOB_ID"]) == [], "a probe step outlived the run"
     assert_nothing_left(tmp_path)

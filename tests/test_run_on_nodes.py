@@ -129,7 +129,7 @@ def test_a_step_that_cannot_start_says_what_ran(tmp_path):
 def job(allocation) -> Allocation:  # noqa: F811 (the fixture imported above)
     require_slurm()
     env = allocation(2)
-    return Allocation(env["SLURM_JOB_ID"], ("node1", "node2"))
+    return Allocation(env["SLURM_JOB_ID"], ("gpu-a01", "gpu-a02"))
 
 
 @pytest.mark.slurm
@@ -144,7 +144,7 @@ def test_slurm_steps_stream_lines_as_printed_and_stop_leaves_no_step(tmp_path, j
         for follow in follows.values():
             follow.wait_for(11)
         names = sorted(line.split()[1] for line in steps_of(job.job_id))
-        assert names == ["llama4-run-7-ticker-node1", "llama4-run-7-ticker-node2"]
+        assert names == ["llama4-run-7-ticker-gpu-a01", "llama4-run-7-ticker-gpu-a02"]
     finally:
         for step in steps:
             step.stop()
@@ -155,9 +155,9 @@ def test_slurm_steps_stream_lines_as_printed_and_stop_leaves_no_step(tmp_path, j
         assert (run, name, on) == ("run-7", f"ticker-{node}", node)
         ticks = [at for at, text in follow.lines if text.startswith("tick")]
         assert ticks[-1] - ticks[0] > 0.3, f"{node}: the ticks arrived in one burst, not as printed"
-    header = (tmp_path / "ticker-node2.log").read_text().splitlines()[0]
-    assert f"srun --unbuffered --overlap --jobid={job.job_id} --job-name=llama4-run-7-ticker-node2 --nodes=1 " \
-           "--nodelist=node2 " in header
+    header = (tmp_path / "ticker-gpu-a02.log").read_text().splitlines()[0]
+    assert f"srun --unbuffered --overlap --jobid={job.job_id} --job-name=llama4-run-7-ticker-gpu-a02 --nodes=1 " \
+           "--nodelist=gpu-a02 " in header
 
 
 @pytest.mark.slurm
@@ -165,11 +165,11 @@ def test_a_slurm_one_shot_runs_a_task_on_each_node_and_returns_its_output(tmp_pa
     step = SlurmLauncher(job, "run-7").run_on_nodes(("sh", "-c", 'echo "$SLURMD_NODENAME"; echo oops >&2'),
                                                     job.nodes, name="probe", log_path=tmp_path / "probe.log")
     done = step.finish(timeout=60)
-    assert done.returncode == 0 and sorted(done.stdout.split()) == ["node1", "node2"]
+    assert done.returncode == 0 and sorted(done.stdout.split()) == ["gpu-a01", "gpu-a02"]
     assert done.stderr.split() == ["oops", "oops"]
     assert steps_of(job.job_id) == []
     header = (tmp_path / "probe.log").read_text().splitlines()[0]
-    assert f"srun --overlap --jobid={job.job_id} --job-name=llama4-run-7-probe --nodes=2 --nodelist=node1,node2 " \
+    assert f"srun --overlap --jobid={job.job_id} --job-name=llama4-run-7-probe --nodes=2 --nodelist=gpu-a01,gpu-a02 " \
            "--ntasks-per-node=1 --ntasks=2 " in header
 
 

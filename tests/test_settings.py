@@ -7,6 +7,7 @@ import pytest
 from pytest_llama4.config.paths import PROJECT_ROOT
 from pytest_llama4.config.settings import host_path
 
+ONE_MODEL = PROJECT_ROOT / "engine_configs" / "llama4" / "eagle_one_model"
 BAD_SETTINGS = [
     (["--topology=mesh"], {}, "invalid choice: 'mesh'"),
     (["--slurm-alloc"], {}, "--slurm-alloc requests a SLURM allocation: add --launcher=slurm"),
@@ -25,13 +26,23 @@ BAD_SETTINGS = [
     (["--launcher=slurm", "--engine=dynamo-trtllm", "--topology=disagg"], {"PREFILL_ENGINE_CONFIG": ""},
      "--engine=dynamo-trtllm --topology=disagg needs PREFILL_ENGINE_CONFIG and DECODE_ENGINE_CONFIG"),
     (["--launcher=slurm", "--engine=trtllm-serve"], {}, "--engine=trtllm-serve cannot be launched"),
-    (["--launcher=slurm", "--image=img"], {}, "use --discovery=etcd, the seed guide's etcd + NATS"),
+    (["--launcher=slurm", "--image=img", "--discovery=file"], {}, "use --discovery=etcd, the seed guide's etcd + NATS"),
     (["--dynamo-version=latest"], {}, "'latest' is not a Dynamo release"),
     (["--startup-timeout=soon"], {}, "--startup-timeout: expected a number, got 'soon'"),
     (["--startup-timeout=0"], {}, "--startup-timeout: must be a positive number of seconds"),
     (["--http-port=70000"], {}, "--http-port: 70000 is not a TCP port"),
     (["--decode-workers=0"], {}, "--decode-workers: needs at least 1, got 0"),
     (["--waivers=missing.yaml"], {}, "pass --waivers=none to run without waivers"),
+    # the seed's one-model config is TP8 (tested on 8xH100); the default is 4 GPUs per node
+    (["--launcher=slurm", "--engine=dynamo-trtllm", f"--engine-config={ONE_MODEL}/eagle_agg.yml"], {},
+     f"ENGINE_CONFIG {ONE_MODEL}/eagle_agg.yml: tensor_parallel_size 8 x pipeline_parallel_size 1 x "
+     "context_parallel_size 1 = 8 ranks, but each worker worker is planned on 1 node(s) x 4 GPUs = 4 "
+     "(NUM_GPUS_PER_NODE x NUM_NODES), one rank per GPU: set tensor_parallel_size: 4 in the config, or "
+     "NUM_GPUS_PER_NODE=8, or NUM_NODES=2"),
+    (["--launcher=slurm", "--engine=trtllm-serve", "--dry-run", "--topology=disagg", "--gpus-per-node=8",
+      f"--prefill-engine-config={ONE_MODEL}/eagle_prefill.yaml", "--prefill-nodes=2",
+      f"--decode-engine-config={ONE_MODEL}/eagle_decode.yaml"], {},
+     "= 8 ranks, but each prefill worker is planned on 2 node(s) x 8 GPUs = 16"),
 ]
 
 
@@ -92,3 +103,8 @@ def test_container_paths_are_checked_through_the_mounts(pytester):
                         "'/mnt/engine_configs/llama4/eagle/eagle_agg.yaml'\n")
     pytester.runpytest("--image=img", f"--mounts={mounts}", "--endpoint=http://127.0.0.1:9",
                        "--engine-config=/mnt/engine_configs/llama4/eagle/eagle_agg.yaml").assert_outcomes(passed=1)
+
+
+def test_an_image_defaults_to_etcd_discovery(pytester):
+    pytester.makepyfile("def test_settings(llama4_settings):\n    assert llama4_settings.discovery == 'etcd'\n")
+    pytester.runpytest("--image=img", "--endpoint=http://127.0.0.1:9").assert_outcomes(passed=1)

@@ -6,12 +6,15 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from pytest_llama4.deploy import services
 
 from .test_integration import SUITES, assert_nothing_left, check_junit, processes_of_run, properties, run_ids
 
@@ -93,7 +96,8 @@ def start_held_deployment(tmp_path: Path, slurm_env: dict[str, str], *args: str)
     return proc
 
 
-@pytest.mark.parametrize(("topology", "discovery"), [("agg", "file"), ("disagg", "file"), ("disagg", "etcd")])
+@pytest.mark.parametrize(("topology", "discovery"),
+                         [("agg", "file"), ("agg", "etcd"), ("disagg", "file"), ("disagg", "etcd")])
 def test_suites_pass_on_slurm_steps(tmp_path, allocation, topology, discovery):
     slurm_env = allocation(2)
     result = run_inner(tmp_path, inner_env(slurm_env), str(SUITES), f"--topology={topology}",
@@ -103,14 +107,24 @@ def test_suites_pass_on_slurm_steps(tmp_path, allocation, topology, discovery):
     props = properties(check_junit(tmp_path / run_id / "junit.xml"))
     assert props["launcher"] == "slurm" and props["topology"] == topology
     logs = tmp_path / run_id / "logs"
-    expected = {"frontend-0": "node1", "worker-0": "node1"} if topology == "agg" else \
-        {"frontend-0": "node1", "prefill-0": "node1", "decode-0": "node2"}
+    expected = {"frontend-0": "gpu-a01", "worker-0": "gpu-a01"} if topology == "agg" else \
+        {"frontend-0": "gpu-a01", "prefill-0": "gpu-a01", "decode-0": "gpu-a02"}
     if discovery == "etcd":
-        expected |= {"etcd-0": "node1", "nats-0": "node1"}
+        expected |= {"etcd-0": "gpu-a01", "nats-0": "gpu-a01"}
     for service, node in expected.items():
         header = (logs / f"{service}.log").read_text().splitlines()[0]
         assert f"srun --overlap --jobid={slurm_env['SLURM_JOB_ID']} " in header
         assert f"--nodelist={node} " in header, f"{service} did not run on {node}: {header[:300]}"
+    # each node is reached at its own resolved address (scripts/slurm-local: never 127.0.0.1), recorded per service
+    records = {r.name: r for r in services.read(tmp_path / run_id)}
+    for service, node in expected.items():
+        assert records[service].address == socket.gethostbyname(node) != "127.0.0.1", records[service]
+    head = socket.gethostbyname("gpu-a01")
+    bound = {"frontend-0": f"--http-host {head} ", "etcd-0": f"--listen-client-urls http://{head}:",
+             "nats-0": f"--addr {head} "}
+    for service, flag in bound.items():
+        if service in expected:
+            assert flag in (logs / f"{service}.log").read_text().splitlines()[0], f"{service} not bound to {head}"
     assert steps_of(slurm_env["SLURM_JOB_ID"]) == [], "steps left in squeue -s"
     assert_nothing_left(tmp_path)
 

@@ -278,7 +278,7 @@ def slurm_job(slurm_up: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     out = subprocess.run(["salloc", "--no-shell", "-N2", "--job-name=llama4-tests"], capture_output=True, text=True,
                          timeout=60, check=True).stderr
     job = out.split("Granted job allocation ")[1].split()[0]
-    yield Allocation(job, ("node1", "node2"))
+    yield Allocation(job, ("gpu-a01", "gpu-a02"))
     subprocess.run(["scancel", job], check=False)
 
 
@@ -294,7 +294,7 @@ def test_slurm_steps_sample_every_node_and_leave_nothing(tmp_path: Path, slurm_j
         assert len(steps_of(slurm_job.job_id)) == 2, "one telemetry step per node"
         time.sleep(1.0)
     assert steps_of(slurm_job.job_id) == [], "telemetry steps left in squeue -s"
-    header = (run_dir / "logs" / "gpu-telemetry-node2.log").read_text().splitlines()[0]
+    header = (run_dir / "logs" / "gpu-telemetry-gpu-a02.log").read_text().splitlines()[0]
     assert f"srun --unbuffered --overlap --jobid={slurm_job.job_id} --job-name=llama4-{run_dir.name}-gpu-telemetry-" \
            in header and " nvidia-smi --query-gpu=" in header
     assert not [s for s in monitor.sources if s._step is not None]  # every srun client reaped
@@ -304,13 +304,13 @@ def test_slurm_steps_sample_every_node_and_leave_nothing(tmp_path: Path, slurm_j
         assert {s.gpu for s in samples} == {0, 1}
         assert len({s.time for s in samples}) >= 8, "ticks arrived in bursts, not as printed"
     assert len(read_csv(run_dir / "gpu.csv")) == len(monitor.samples)
-    assert monitor.peak_used_mib()[("node2", 0)] >= 1010
+    assert monitor.peak_used_mib()[("gpu-a02", 0)] >= 1010
 
 
 @pytest.mark.slurm
 @pytest.mark.parametrize(("env", "said"), [
     ({"NO_GPU": "1"}, "No devices were found"),
-    ({"PATH": "/usr/bin:/bin"}, "slurmstepd-node1: error: execve(): nvidia-smi: No such file or directory"),
+    ({"PATH": "/usr/bin:/bin"}, "slurmstepd-gpu-a01: error: execve(): nvidia-smi: No such file or directory"),
 ], ids=["no-devices", "no-nvidia-smi"])
 def test_slurm_nodes_without_gpus_skip_with_the_reason(tmp_path: Path, slurm_job: Allocation, env: dict[str, str],
                                                        said: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -319,5 +319,5 @@ def test_slurm_nodes_without_gpus_skip_with_the_reason(tmp_path: Path, slurm_job
     with pytest.raises(NoGpu) as caught, monitor_for(node_runner(Settings(launcher="slurm"), tmp_path.name, slurm_job),
                                                      tmp_path):
         pass
-    assert str(caught.value) == f"no GPU telemetry on launcher=slurm: nvidia-smi on node1: {said}"
+    assert str(caught.value) == f"no GPU telemetry on launcher=slurm: nvidia-smi on gpu-a01: {said}"
     assert steps_of(slurm_job.job_id) == []

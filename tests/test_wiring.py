@@ -53,7 +53,7 @@ def test_seed_disagg_on_two_gb200_nodes(tmp_path):
     prefill_env = "--container-env=DYN_SYSTEM_PORT,ETCD_ENDPOINTS,NATS_SERVER,TRTLLM_USE_UCX_KVCACHE"
     assert lines["prefill-0"] == [
         "srun", *head, "--job-name=prefill-0", "--nodes=1", "--nodelist=gb-01", "--ntasks-per-node=4", "--ntasks=4",
-        "--kill-on-bad-exit=1", "--mpi=pmix", "--oversubscribe", *container, prefill_env,
+        "--kill-on-bad-exit=1", "--mpi=pmix", "--oversubscribe", "--gpus-per-node=4", *container, prefill_env,
         "trtllm-llmapi-launch", "python3", "-m", "dynamo.trtllm",
         "--model", "nvidia/Llama-4-Maverick-17B-128E-Instruct-FP8",
         "--served-model-name", "nvidia/Llama-4-Maverick-17B-128E-Instruct-FP8",

@@ -72,7 +72,7 @@ class Settings:
     decode_nodes: int = setting(1, "nodes each decode worker spans", env="NUM_DECODE_NODES")
     gpus_per_node: int = setting(4, "GPUs per node, one engine rank each", env="NUM_GPUS_PER_NODE")
     discovery: str = setting("file", "how Dynamo services find each other: a shared directory, or etcd + NATS on the "
-                             "head node", choices=DISCOVERY_MODES)
+                             "head node (the default with --image)", choices=DISCOVERY_MODES)
     dynamo_version: str = setting("1.6", "Dynamo release in the container: picks the worker's argv shape",
                                   env="DYNAMO_VERSION")
     image: str | None = setting(None, "slurm: container image for every step (pyxis --container-image)", env="IMAGE")
@@ -82,6 +82,9 @@ class Settings:
     partition: str | None = setting(None, "slurm: partition for --slurm-alloc")
     account: str | None = setting(None, "slurm: account for --slurm-alloc")
     time: str = setting("01:00:00", "slurm: time limit for --slurm-alloc")
+    slurm_exclusive: bool = setting(False, "slurm: --slurm-alloc asks for whole nodes (salloc --exclusive)")
+    slurm_segment: int | None = setting(None, "slurm: --slurm-alloc asks for nodes in segments of this many "
+                                              "(salloc --segment, where the cluster's topology wants it)")
     http_port: int = setting(0, "frontend HTTP port for launched deployments (0 = pick a free one)")
     speedup_ratio: float = setting(5.0, "mocker: simulated speed-up over real hardware timing (0 = no delay)")
     profile: str | None = setting(None, "hardware profile of throughput floors (fixtures/profiles/NAME.yaml; default "
@@ -139,7 +142,7 @@ class Settings:
 _KINDS = {"bool": "bool", "int": "int", "float": "float"}
 OPTIONS: tuple[Option, ...] = tuple(
     Option(f.name, f.metadata["help"], f.default, f.metadata["env"], f.metadata["choices"],
-           _KINDS.get(str(f.type), "string"))
+           _KINDS.get(str(f.type).removesuffix(" | None"), "string"))
     for f in fields(Settings))
 
 
@@ -238,6 +241,8 @@ def validate(values: dict[str, Any], sources: dict[str, str], base: Path) -> Set
     if not re.match(r"^v?\d+\.\d+", str(values["dynamo_version"])):
         raise pytest.UsageError(f"{sources['dynamo_version']}: {values['dynamo_version']!r} is not a Dynamo release; "
                                 "use e.g. --dynamo-version=1.6.1 (see `python3 -m dynamo.frontend --version`)")
+    if values["image"] and sources["discovery"].endswith("(default)"):
+        values["discovery"] = "etcd"  # the seed's containerised workflow: containers share no discovery directory
     for name in ("prefill_workers", "decode_workers", "num_nodes", "prefill_nodes", "decode_nodes", "gpus_per_node"):
         if values[name] < 1:
             raise pytest.UsageError(f"{sources[name]}: needs at least 1, got {values[name]}")

@@ -23,6 +23,7 @@ from ..config.settings import Settings
 from ..config.topology import Plan, Service
 from . import interrupts
 from .engines import engine_for
+from .launchers.allocation import SlurmError, slurm
 from .launchers.base import Launcher, StepTimeout
 from .logtail import framed
 from .wiring import Wiring
@@ -36,6 +37,7 @@ CHECKS = {
     "ports": "the planned ports are free on the nodes that bind them",
     "shm": "/dev/shm has room",
     "dynamo-version": "the Dynamo release the services run, which picks the workers' flags",
+    "mpi": "srun offers the pmix MPI plugin the workers' steps use (srun --mpi=list)",
 }
 ALL = "all"
 # TensorRT-LLM's MPI ranks, NCCL and the UCX KV-cache transfer stage through /dev/shm; docker's default 64 MiB fails.
@@ -85,6 +87,14 @@ def smi(*args):
     except (OSError, subprocess.TimeoutExpired):
         return []
 
+def hub(repo):
+    # the Hugging Face hub cache layout: <HF_HUB_CACHE or HF_HOME/hub>/models--ORG--NAME/snapshots/<revision>/
+    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub")
+    snapshots = os.path.join(cache, "models--" + repo.replace("/", "--"), "snapshots")
+    token = bool(os.environ.get("HF_TOKEN")) or os.path.isfile(os.path.join(home, "token"))
+    return {"cached": os.path.isdir(snapshots) and bool(os.listdir(snapshots)), "token": token, "cache": cache}
+
 def dynamo():
     from importlib import metadata
     for dist in ("ai-dynamo", "ai-dynamo-runtime"):
@@ -115,7 +125,8 @@ facts = {"preflight": name, "hostname": socket.gethostname(),
          "busy_ports": [p for p in node["ports"] if busy(p)],
          "shm_free": shutil.disk_usage("/dev/shm").free if os.path.isdir("/dev/shm") else 0,
          "dynamo": dynamo() if spec["dynamo"] else None,
-         "validated": {p: validate(p) for p in node["validate"]}}
+         "validated": {p: validate(p) for p in node["validate"]},
+         "hub": hub(spec["model"]) if node.get("hub") else None}
 if spec["gpus"]:
     facts["gpus"] = sum(1 for line in smi("-L") if line.startswith("GPU "))
     facts["gpu_apps"] = smi("--query-compute-apps=pid,used_memory", "--format=csv,noheader")
@@ -141,9 +152,11 @@ class NodePlan:
     paths: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # path -> (check, what it is)
     ports: dict[int, str] = dataclasses.field(default_factory=dict)  # port -> what binds it
     validate: dict[str, str] = dataclasses.field(default_factory=dict)  # engine config -> the service reading it
+    hub_model: bool = False  # a worker loads --model, a hub id, here: is it in the node's Hugging Face cache?
 
     def spec(self) -> dict:
-        return {"paths": list(self.paths), "ports": list(self.ports), "validate": list(self.validate)}
+        return {"paths": list(self.paths), "ports": list(self.ports), "validate": list(self.validate),
+                "hub": self.hub_model}
 
 
 def skipped(settings: Settings) -> frozenset[str]:
@@ -164,6 +177,7 @@ def applicable(settings: Settings) -> set[str]:
     skip = set() if engine.needs_gpus else {"gpus", "gpu-memory"}
     skip |= set() if engine.config_format == "llm-api-yaml" else {"engine-config-keys"}
     skip |= set() if engine.runs_dynamo else {"dynamo-version"}
+    skip |= set() if engine.needs_gpus else {"mpi"}  # GPU engines run one MPI rank per GPU
     return set(CHECKS) - skip
 
 
@@ -174,12 +188,13 @@ def check(settings: Settings, plan: Plan, wiring: Wiring, launcher: Launcher, *,
     checks = applicable(settings) - skipped(settings)
     if not checks:
         return settings
+    mpi = mpi_failures(launcher) if "mpi" in checks and any(c.mpi for c in wiring.commands.values()) else []
     nodes = node_plans(settings, plan, wiring, launcher, checks)
     spec = {"nodes": {name: node.spec() for name, node in nodes.items()}, "model": wiring.model,
             "gpus": bool(checks & {"gpus", "gpu-memory"}), "dynamo": "dynamo-version" in checks}
     log_path = run_dir / "preflight.log"  # beside preflight.json: logs/ holds the services' logs only
     facts = run_probe(launcher, _python(plan, wiring), spec, plan.num_nodes, log_path, settings.startup_timeout)
-    failures = [f for name, node in nodes.items() for f in judge(name, node, facts.get(name), settings, checks)]
+    failures = mpi + [f for name, node in nodes.items() for f in judge(name, node, facts.get(name), settings, checks)]
     version = None
     if "dynamo-version" in checks:
         version, wrong = dynamo_release(facts, settings, declared_version)
@@ -192,6 +207,29 @@ def check(settings: Settings, plan: Plan, wiring: Wiring, launcher: Launcher, *,
     return dataclasses.replace(settings, dynamo_version=version) if version else settings
 
 
+def mpi_failures(launcher: Launcher) -> list[Failure]:
+    """The workers' steps run `srun --mpi=pmix` (the seed scripts' flag); a SLURM without the pmix plugin fails
+    them all at once, after the image was pulled. Only SLURM launches MPI steps."""
+    if launcher.runs_here:
+        return []
+    try:
+        listing = slurm("srun", "--mpi=list")
+    except SlurmError as error:
+        return [Failure("srun", "mpi", f"`srun --mpi=list` failed: {error}", "check the SLURM client on this host")]
+    if pmix_listed(listing):
+        return []
+    offered = " ".join(line.strip() for line in listing.splitlines()[1:] if line.strip()) or "nothing"
+    return [Failure("srun", "mpi", f"srun offers no pmix MPI plugin (`srun --mpi=list`: {offered}), and the "
+                    "workers' steps run --mpi=pmix",
+                    "ask the cluster's admins for SLURM's PMIx plugin, or --skip-preflight=mpi if steps get pmix "
+                    "another way")]
+
+
+def pmix_listed(listing: str) -> bool:
+    """Whether `srun --mpi=list` lists a pmix plugin ('pmix', 'pmix_v4', ...)."""
+    return re.search(r"(?m)^\s*pmix(_v\d+)?\s*$|\bpmix_v\d+\b", listing) is not None
+
+
 def node_plans(settings: Settings, plan: Plan, wiring: Wiring, launcher: Launcher, checks: set[str]
                ) -> dict[str, NodePlan]:
     """Per node (as the launcher names them): the model on every node of a worker, each engine config and port on
@@ -202,8 +240,10 @@ def node_plans(settings: Settings, plan: Plan, wiring: Wiring, launcher: Launche
         names = launcher.node_names(service)
         for name in names:
             node = nodes.setdefault(name, NodePlan())
-            if "model" in checks and service.is_worker and Path(wiring.model).is_absolute():  # else a hub id
+            if "model" in checks and service.is_worker and Path(wiring.model).is_absolute():
                 node.paths[wiring.model] = ("model", f"{wiring.model} (--model/MODEL_PATH)")
+            elif "model" in checks and service.is_worker:  # a hub id: the engine loads it from the node's cache
+                node.hub_model = True
         head = nodes[names[0]]
         config = wiring.engine_configs.get(service)
         if config and "engine-configs" in checks:
@@ -271,7 +311,25 @@ def judge(name: str, node: NodePlan, facts: dict | None, settings: Settings, che
                                 "the node is free"))
     for path, result in facts["validated"].items():
         failures += _rejected_keys(name, path, node.validate[path], result, settings)
+    if facts.get("hub"):
+        failures += _hub_model(name, settings.model or settings.served_model_name, facts["hub"])
     return failures
+
+
+def _hub_model(node: str, model: str, hub: dict) -> list[Failure]:
+    """A hub id the node's cache lacks is downloaded at start on every node (a warning), or, without a token, fails
+    there with a 401 for a gated model such as the seed's Maverick (a failure)."""
+    if hub["cached"]:
+        return []
+    where = f"{model} (--model/MODEL_PATH) is a hub id that is not in {node}'s Hugging Face cache ({hub['cache']})"
+    fix = (f"download it once into a cache every node sees (HF_HOME on a shared filesystem, `huggingface-cli "
+           f"download {model}`), or point --model at a local path")
+    if hub["token"]:
+        warnings.warn(PreflightWarning(f"{node}: model: {where}: every node downloads it at start; {fix}"),
+                      stacklevel=2)
+        return []
+    return [Failure(node, "model", f"{where}, and there is no token (HF_TOKEN, or a token file in HF_HOME) for a "
+                                   "gated model", f"{fix}, or export HF_TOKEN")]
 
 
 def _unreadable(node: str, path: tuple[str, str], why: str, settings: Settings) -> Failure:

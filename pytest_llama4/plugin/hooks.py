@@ -3,6 +3,8 @@ Registered by `activate` only in sessions that asked for pytest-llama4 (plugin/a
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
 from collections.abc import Callable, Mapping
 
@@ -10,6 +12,8 @@ import pytest
 
 from ..config.resolve import resolve
 from ..deploy import engine_limits, engines, interrupts, launchers, preflight
+from ..deploy.launchers import janitor
+from ..deploy.launchers.allocation import SlurmError
 from ..deploy.readiness import CONNECTION_ERRORS, answers
 from ..measure import profiles
 from ..measure.profiles import ProfileScenario
@@ -53,6 +57,8 @@ def activate(config: pytest.Config) -> None:
     if run.settings.dry_run:
         dryrun.exit_with_plan(run.settings, run.run_id, run.run_dir)
     run.allocation = launchers.allocation_at_configure(run.settings)
+    if launchers.needs_allocation(run.settings) and not hasattr(config, "workerinput"):
+        _clean_up_after_dead_runs(config, run)
     if not hasattr(config, "workerinput") and not config.option.xmlpath:
         run.junit_path = run.run_dir / "junit.xml"
         config.option.xmlpath = str(run.junit_path)
@@ -65,6 +71,23 @@ def activate(config: pytest.Config) -> None:
         host = _host_for_workers(config, run)
         config.pluginmanager.register(XdistHooks(run_id, shared=host is not None), "llama4-xdist")
     interrupts.install()
+
+
+def _clean_up_after_dead_runs(config: pytest.Config, run: Run) -> None:
+    """On SLURM, before anything starts: cancel what the user's dead runs left (and say so), then keep this run's
+    own record fresh until the session ends, so that a later run can clean up after this one if it dies."""
+    try:
+        leftovers, _ = janitor.find()
+        reaped = janitor.reap(leftovers)
+        janitor.forget_dead_runs()
+    except SlurmError as error:
+        reaped = [f"could not look for leftovers of dead runs: {error}"]
+    for line in reaped:
+        print(f"pytest-llama4: {line}", file=sys.stderr, flush=True)
+    run.notes += [f"before starting: {line}" for line in reaped]
+    stack = contextlib.ExitStack()
+    stack.enter_context(janitor.heartbeat(run.run_id, kept=run.settings.keep_deployment))
+    config.add_cleanup(stack.close)
 
 
 class XdistHooks:

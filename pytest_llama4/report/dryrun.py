@@ -22,10 +22,11 @@ from ..config.topology import Service
 from ..deploy.engines import engine_for
 from ..deploy.engines.base import Command
 from ..deploy.launchers import allocation as slurm_allocation
-from ..deploy.launchers import needs_allocation
-from ..deploy.launchers.allocation import Allocation, SlurmError
+from ..deploy.launchers import allocation_request, needs_allocation
+from ..deploy.launchers.allocation import Allocation, SlurmError, resolve_address
+from ..deploy.launchers.base import Launcher
 from ..deploy.launchers.local import RUN_LABEL_ENV, SERVICE_LABEL_ENV, LocalLauncher
-from ..deploy.launchers.slurm import SlurmLauncher, srun_argv, step_name_for
+from ..deploy.launchers.slurm import SlurmLauncher
 from ..deploy.wiring import Wiring, wire
 
 PLAN_DIR = "plan"
@@ -37,13 +38,17 @@ JOB_VAR = "${SLURM_JOB_ID}"  # outside an allocation: the scripts run in whichev
 
 @dataclass
 class PlannedAllocation(Allocation):
-    """Nodes to plan on, with their addresses as SLURM knows them (NodeAddr); a node it does not know is reached
-    at its hostname."""
+    """Nodes to plan on, with their addresses as SLURM knows them (NodeAddr), resolved where this machine can; a
+    node it cannot resolve is shown by its NodeAddr (a real run stops on it)."""
 
     known: dict[str, str] = field(default_factory=dict)
 
     def address(self, node: str) -> str:
-        return self.known.get(node, node)
+        node_addr = self.known.get(node, node)
+        try:
+            return resolve_address(node, node_addr)
+        except SlurmError:
+            return node_addr
 
 
 def node_addresses(nodes: tuple[str, ...]) -> dict[str, str]:
@@ -75,9 +80,10 @@ def write_plan(settings: Settings, run_id: str, plan_dir: Path, environ: Mapping
     wiring = wire(plan, settings, launcher, http_port, plan_dir / "scratch", plan_dir / CONFIGS_DIR)
     lines = [f"pytest-llama4 --dry-run, run {run_id}: nothing was launched",
              f"plan: {settings.engine} {plan.describe()}, API at http://{launcher.host}:{http_port}",
-             _where(settings, allocation, launcher), PORTS_NOTE, _real_run_note(settings, launcher.host, http_port), ""]
+             _where(settings, allocation, launcher), *_allocation_note(settings, run_id), PORTS_NOTE,
+             _real_run_note(settings, launcher.host, http_port), ""]
     for service, command in wiring.commands.items():
-        env, argv = launch_line(service, command, run_id, settings, allocation)
+        env, argv = launch_line(service, command, run_id, launcher)
         nodes = ", ".join(launcher.node_names(service))
         _write_script(plan_dir / f"{service.name}.sh", f"{service.name} ({service.role}) of pytest-llama4 run "
                                                        f"{run_id}, on {nodes}", env, argv)
@@ -89,15 +95,13 @@ def write_plan(settings: Settings, run_id: str, plan_dir: Path, environ: Mapping
     return "\n".join(lines)
 
 
-def launch_line(service: Service, command: Command, run_id: str, settings: Settings,
-                allocation: Allocation | None) -> tuple[dict[str, str], list[str]]:
+def launch_line(service: Service, command: Command, run_id: str,
+                launcher: Launcher) -> tuple[dict[str, str], list[str]]:
     """The environment pytest adds and the argv it executes for one service, as SlurmLauncher.start (the srun line)
     or LocalLauncher.start would (tests/test_dryrun.py holds the two together)."""
+    command = launcher.step_command(command)
     env = {**command.env, RUN_LABEL_ENV: run_id, SERVICE_LABEL_ENV: service.name}
-    if allocation is None:
-        return env, list(command.argv)
-    return env, srun_argv(service, command, allocation, step_name=step_name_for(run_id, service.name),
-                          image=settings.image, mounts=settings.mounts)
+    return env, launcher.service_argv(service, command)
 
 
 def planned_allocation(settings: Settings, needed: int, environ: Mapping[str, str]) -> PlannedAllocation:
@@ -149,6 +153,14 @@ def _where(settings: Settings, allocation: Allocation | None, launcher: SlurmLau
     job = allocation.job_id if allocation.job_id != JOB_VAR else f"{JOB_VAR} (the allocation the scripts run in)"
     container = f"; image {settings.image}, mounts {settings.mounts or '-'}" if settings.image else ""
     return f"slurm: job {job}, nodes {nodes}{container}"
+
+
+def _allocation_note(settings: Settings, run_id: str) -> list[str]:
+    """With --slurm-alloc, the allocation a real run requests first (and releases at the end)."""
+    if not settings.slurm_alloc:
+        return []
+    wanted = allocation_request(settings, run_id, settings.plan.num_nodes)
+    return [f"--slurm-alloc: a real run first requests `{shlex.join(wanted.argv())}` (released at the end)"]
 
 
 def _real_run_note(settings: Settings, host: str, http_port: int) -> str:

@@ -186,8 +186,8 @@ def environment(settings: Settings, runner: Launcher | None) -> dict[str, Any]:
     """The facts only the deployment's machines know; `runner` runs steps there (None: an --endpoint)."""
     if runner is None:
         return {"versions": dict.fromkeys(VERSION_NAMES, ENDPOINT), "gpus": ENDPOINT, "slurm": NONE}
-    slurm = ({"job_id": runner.allocation.job_id, "nodelist": ",".join(runner.nodes)}
-             if runner.allocation is not None else NONE)
+    slurm = ({"job_id": runner.allocation.job_id, "nodelist": ",".join(runner.nodes),
+              "addresses": runner.allocation.addresses()} if runner.allocation is not None else NONE)
     return {"versions": probe_versions(settings, runner), "gpus": probe_gpus(runner), "slurm": slurm}
 
 

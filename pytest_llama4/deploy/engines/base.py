@@ -29,6 +29,7 @@ class Command:
     env: dict[str, str] = field(default_factory=dict)
     tasks_per_node: int = 1  # >1: one task per GPU, launched under MPI
     mpi: bool = False  # srun must pass --mpi=pmix (and --oversubscribe, as the seed scripts do)
+    gpus_per_node: int = 0  # GPUs the step asks for on each node (srun gives a step GPUs only when it asks)
 
     def shell(self) -> str:
         """The command as one copy-pasteable shell line (for logs and error messages)."""

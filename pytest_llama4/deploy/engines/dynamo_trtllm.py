@@ -52,6 +52,7 @@ scripts rely on.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ from typing import TYPE_CHECKING
 from ...config.topology import DECODE, PREFILL, WORKER, Plan, Service
 from .base import Command, Wiring
 from .control_plane import HEALTH_COMPONENTS, preflight_note
+from .parallelism import check_ranks
 
 if TYPE_CHECKING:
     from ...config.settings import Settings
@@ -164,7 +166,7 @@ def worker_command(
         full_env[UCX_ENV] = "1"
     if system_port is not None:
         full_env["DYN_SYSTEM_PORT"] = str(system_port)
-    return Command(tuple(argv), full_env, tasks_per_node=gpus_per_node, mpi=True)
+    return Command(tuple(argv), full_env, tasks_per_node=gpus_per_node, mpi=True, gpus_per_node=gpus_per_node)
 
 
 
@@ -184,7 +186,8 @@ class DynamoTrtllmEngine:
     health_components = HEALTH_COMPONENTS
 
     def check(self, settings: Settings) -> None:
-        """Needs nothing beyond what every GPU engine needs (its engine configs)."""
+        """Its engine configs must ask for as many ranks as the plan gives each worker GPUs."""
+        check_ranks(settings, default_tp_is_planned=False)
 
     def default_engine_config(self, service: Service) -> Path | None:
         return None  # the seed guide's ENGINE_CONFIG variables name them
@@ -218,7 +221,7 @@ class DynamoTrtllmEngine:
                 worker, model_path=wiring.model, served_model_name=settings.served_model_name,
                 engine_config=str(worker.engine_config), gpus_per_node=settings.gpus_per_node, env=discovery.env,
                 dynamo_version=settings.dynamo_version, system_port=wiring.port_for(worker, launcher))
-            wiring.commands[worker] = Command(command.argv + flags, command.env, command.tasks_per_node, command.mpi)
+            wiring.commands[worker] = dataclasses.replace(command, argv=command.argv + flags)
 
 
 ENGINE = DynamoTrtllmEngine()

@@ -43,6 +43,7 @@ import yaml
 
 from ...config.topology import DECODE, PREFILL, WORKER, Plan, Service
 from .base import Command, Wiring
+from .parallelism import check_ranks
 
 if TYPE_CHECKING:
     from ...config.settings import Settings
@@ -97,7 +98,7 @@ def server_command(
     mpi = tasks_per_node > 1
     if mpi:
         argv.insert(0, LAUNCHER)
-    return Command(tuple(argv), dict(env or {}), tasks_per_node=tasks_per_node, mpi=mpi)
+    return Command(tuple(argv), dict(env or {}), tasks_per_node=tasks_per_node, mpi=mpi, gpus_per_node=tasks_per_node)
 
 
 def _server_url(url: str) -> str:
@@ -158,7 +159,8 @@ class TrtllmServeEngine:
     health_components: dict[str, str] = {}  # no Dynamo frontend: its /health is an empty 200, no instance list
 
     def check(self, settings: Settings) -> None:
-        """Needs nothing beyond what every GPU engine needs (its engine configs)."""
+        """Its engine configs must ask for as many ranks as the plan gives each worker GPUs."""
+        check_ranks(settings, default_tp_is_planned=True)
 
     def default_engine_config(self, service: Service) -> Path | None:
         return None

@@ -79,9 +79,19 @@ def slurm_preflight(settings: Settings, needed_nodes: int) -> slurm_allocation.A
     gpus = settings.gpus_per_node if engine_for(settings.engine).needs_gpus else None
     try:
         slurm_allocation.check_fits(found, needed_nodes, settings.topology, gpus)
+        found.addresses()  # every node must resolve to an address services can bind and clients reach
     except slurm_allocation.SlurmError as error:
         raise pytest.UsageError(f"--launcher=slurm: {error}") from None
     return found
+
+
+def allocation_request(settings: Settings, run_label: str, needed_nodes: int) -> slurm_allocation.AllocationRequest:
+    """What --slurm-alloc asks for: the plan's nodes, their GPUs for a GPU engine, and the run's name (which is how
+    any process of the run finds the job again)."""
+    return slurm_allocation.AllocationRequest(
+        needed_nodes, f"pytest-llama4-{run_label}", settings.time, settings.partition, settings.account,
+        settings.gpus_per_node if engine_for(settings.engine).needs_gpus else None, settings.slurm_exclusive,
+        settings.slurm_segment)
 
 
 def make_launcher(settings: Settings, run_label: str, allocation: slurm_allocation.Allocation | None,
@@ -89,9 +99,7 @@ def make_launcher(settings: Settings, run_label: str, allocation: slurm_allocati
     if settings.launcher == "local":
         return LocalLauncher(run_label=run_label, tied_to_pytest=not settings.keep_deployment)
     if allocation is None:
-        allocation = slurm_allocation.request(needed_nodes, name=f"pytest-llama4-{run_label}",
-                                              partition=settings.partition, account=settings.account,
-                                              time_limit=settings.time)
+        allocation = slurm_allocation.request(allocation_request(settings, run_label, needed_nodes))
     return SlurmLauncher(allocation, run_label, image=settings.image, mounts=settings.mounts,
                          tied_to_pytest=not settings.keep_deployment)
 

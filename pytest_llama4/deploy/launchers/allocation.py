@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -35,11 +36,19 @@ class Allocation:
     job_id: str
     nodes: tuple[str, ...]
     requested: bool = False  # we asked for it, so we release it
+    _addresses: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def address(self, node: str) -> str:
-        """The address other nodes reach `node` at, as SLURM knows it (NodeAddr): never 'localhost'."""
-        match = re.search(r"\bNodeAddr=(\S+)", slurm("scontrol", "show", "node", "-o", node))
-        return match.group(1) if match else node
+        """The IP address other nodes reach `node` at: SLURM's NodeAddr (on real clusters a hostname), resolved once.
+        Services bind it and clients are handed it: etcd and Dynamo take IPs, not names. Never 'localhost'."""
+        if node not in self._addresses:
+            match = re.search(r"\bNodeAddr=(\S+)", slurm("scontrol", "show", "node", "-o", node))
+            self._addresses[node] = resolve_address(node, match.group(1) if match else node)
+        return self._addresses[node]
+
+    def addresses(self) -> dict[str, str]:
+        """Every node's address: the mapping services.json and provenance record."""
+        return {node: self.address(node) for node in self.nodes}
 
     def gpus(self, node: str) -> int | None:
         return gres_gpus(slurm("scontrol", "show", "node", "-o", node))
@@ -50,6 +59,17 @@ class Allocation:
 
     def describe(self) -> str:
         return f"job {self.job_id} ({', '.join(self.nodes)})"
+
+
+def resolve_address(node: str, node_addr: str) -> str:
+    """`node_addr` (a NodeAddr) as an IPv4 address, as this machine resolves it; a SlurmError naming the node when it
+    does not resolve."""
+    try:
+        found = socket.getaddrinfo(node_addr, None, socket.AF_INET, socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as error:
+        raise SlurmError(f"node {node}: its address {node_addr} (NodeAddr) does not resolve on {socket.gethostname()} "
+                         f"({error}); add it to DNS or /etc/hosts, or give the node an IP NodeAddr") from None
+    return found[0][4][0]
 
 
 def gres_gpus(node_record: str) -> int | None:
@@ -72,12 +92,33 @@ def current(environ: Mapping[str, str]) -> Allocation | None:
     return Allocation(job_id, hostnames(nodelist))
 
 
-def request(nodes: int, *, name: str, partition: str | None, account: str | None, time_limit: str,
-            wait: float = 600.0) -> Allocation:
-    """salloc --no-shell: the allocation outlives the command until we scancel it."""
-    argv = ["salloc", "--no-shell", f"--nodes={nodes}", f"--job-name={name}", f"--time={time_limit}"]
-    argv += [f"--partition={partition}"] if partition else []
-    argv += [f"--account={account}"] if account else []
+@dataclass(frozen=True)
+class AllocationRequest:
+    """What --slurm-alloc asks SLURM for."""
+
+    nodes: int
+    name: str
+    time_limit: str
+    partition: str | None = None
+    account: str | None = None
+    gpus_per_node: int | None = None  # GPU engines: srun gives a step the job's GPUs only where the job asked
+    exclusive: bool = False
+    segment: int | None = None
+
+    def argv(self) -> list[str]:
+        """salloc --no-shell: the allocation outlives the command until we scancel it."""
+        argv = ["salloc", "--no-shell", f"--nodes={self.nodes}", f"--job-name={self.name}", f"--time={self.time_limit}"]
+        argv += [f"--gpus-per-node={self.gpus_per_node}"] if self.gpus_per_node else []
+        argv += ["--exclusive"] if self.exclusive else []
+        argv += [f"--segment={self.segment}"] if self.segment else []
+        argv += [f"--partition={self.partition}"] if self.partition else []
+        argv += [f"--account={self.account}"] if self.account else []
+        return argv
+
+
+def request(wanted: AllocationRequest, wait: float = 600.0) -> Allocation:
+    """Ask SLURM for an allocation and wait until it is granted and its nodes are known."""
+    argv = wanted.argv()
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=wait, check=False)
     except subprocess.TimeoutExpired:

@@ -145,6 +145,12 @@ class Launcher(Protocol):
     def allocate_port(self) -> int:
         """A port that no other service of this deployment will get."""
 
+    def step_command(self, command: Command) -> Command:
+        """The command as the launcher runs it (with what the launcher adds to its environment)."""
+
+    def service_argv(self, service: Service, command: Command) -> list[str]:
+        """What `start` executes for the service (pure: the dry run prints exactly this)."""
+
     def start(self, service: Service, command: Command, log_path: Path) -> ServiceHandle: ...
 
     def run_on_nodes(self, argv: Sequence[str], nodes: Sequence[str], *, name: str, log_path: Path | None = None,

@@ -135,9 +135,16 @@ class LocalLauncher:
     def node_address(self, service: Service) -> str:
         return self.host
 
+    def step_command(self, command: Command) -> Command:
+        return command
+
+    def service_argv(self, service: Service, command: Command) -> list[str]:
+        return list(command.argv)
+
     def start(self, service: Service, command: Command, log_path: Path) -> LocalProcess:
-        process = start_service(command.argv, labelled_env(command.env, self.run_label, service.name), log_path,
-                                command.shell(), tied_to_pytest=self.tied_to_pytest)
+        process = start_service(self.service_argv(service, command),
+                                labelled_env(command.env, self.run_label, service.name), log_path, command.shell(),
+                                tied_to_pytest=self.tied_to_pytest)
         return LocalProcess(service, command, log_path, process)
 
     def run_on_nodes(self, argv: Sequence[str], nodes: Sequence[str], *, name: str, log_path: Path | None = None,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -20,23 +21,44 @@ from .allocation import Allocation, SlurmError, slurm
 from .base import NodeStep
 from .local import LocalProcess, labelled_env, start_service, start_step
 
+# Hugging Face access inside the container: pyxis gets --no-container-mount-home (the seed scripts pass it), so the
+# host's hub cache is mounted at its own path and the token passed by name; a hub id (the seed's MODEL_PATH and
+# Eagle3 draft) then resolves from the cache, and a gated model sees the token, instead of a download (or a 401) on
+# every node on every run.
+HUB_TOKEN_ENV = "HF_TOKEN"
+
+
+def hub_cache(environ: Mapping[str, str]) -> str | None:
+    """The host's Hugging Face cache (HF_HOME, else ~/.cache/huggingface) when it exists."""
+    path = Path(environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+    return str(path).rstrip("/") if path.is_dir() else None
+
+
+def hub_token_env(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The token's variable name, when pytest's environment has it: srun exports its value, the line never shows it."""
+    return (HUB_TOKEN_ENV,) if environ.get(HUB_TOKEN_ENV) else ()
+
 
 def srun_argv(service: Service, command: Command, allocation: Allocation, *, step_name: str,
-              image: str | None = None, mounts: str | None = None, workdir: str | None = None) -> list[str]:
+              image: str | None = None, mounts: str | None = None, workdir: str | None = None,
+              container_name: str | None = None, pass_env: Sequence[str] = ()) -> list[str]:
     """The full srun line for one service (pure: golden-tested)."""
     nodes = [allocation.nodes[i] for i in service.nodes]
     return srun_line(nodes, command, allocation.job_id, step_name=step_name, image=image, mounts=mounts,
-                     workdir=workdir)
+                     workdir=workdir, container_name=container_name, pass_env=pass_env)
 
 
 def srun_line(nodes: Sequence[str], command: Command, job_id: str, *, step_name: str, image: str | None = None,
-              mounts: str | None = None, workdir: str | None = None, unbuffered: bool = False) -> list[str]:
+              mounts: str | None = None, workdir: str | None = None, unbuffered: bool = False,
+              container_name: str | None = None, pass_env: Sequence[str] = ()) -> list[str]:
     """The srun line of every step, a service's or a helper's (pure).
 
     `--overlap` lets steps share the allocation's CPUs, as the seed scripts' steps do; the task count is explicit,
     so the frontend runs once and not once per GPU. With an image, pyxis flags as the seed scripts pass them;
-    `--container-env` makes our variables win over the image's own. `--unbuffered` runs the task's stdout on a pty,
-    so each line reaches a reader when it is printed rather than when a pipe buffer fills.
+    `--container-env` makes our variables win over the image's own (and `pass_env` names variables srun exports
+    from pytest's environment, whose values never appear on the line); `--container-name` makes every step of the
+    run on a node share one container instead of unpacking the image again. `--unbuffered` runs the task's stdout
+    on a pty, so each line reaches a reader when it is printed rather than when a pipe buffer fills.
     """
     argv = ["srun", *(["--unbuffered"] if unbuffered else []), "--overlap", f"--jobid={job_id}",
             f"--job-name={step_name}", f"--nodes={len(nodes)}", f"--nodelist={','.join(nodes)}",
@@ -44,11 +66,15 @@ def srun_line(nodes: Sequence[str], command: Command, job_id: str, *, step_name:
             "--kill-on-bad-exit=1"]
     if command.mpi:
         argv += ["--mpi=pmix", "--oversubscribe"]
+    if command.gpus_per_node:
+        argv += [f"--gpus-per-node={command.gpus_per_node}"]
     if image:
         argv += [f"--container-image={image}", "--no-container-mount-home"]
+        argv += [f"--container-name={container_name}"] if container_name else []
         argv += [f"--container-mounts={mounts}"] if mounts else []
         argv += [f"--container-workdir={workdir}"] if workdir else []
-        argv += [f"--container-env={','.join(sorted(command.env))}"] if command.env else []
+        names = sorted({*command.env, *pass_env})
+        argv += [f"--container-env={','.join(names)}"] if names else []
     return [*argv, *command.argv]
 
 
@@ -139,10 +165,34 @@ class SlurmLauncher:
         self._ports.add(port)
         return port
 
+    @property
+    def container_name(self) -> str:
+        """One container per node for every step of the run: the image is unpacked once per node, not per step."""
+        return f"llama4-{self.run_label}"
+
+    @property
+    def container_mounts(self) -> str | None:
+        """MOUNTS, plus the host's Hugging Face cache at its own path (home is not mounted: see hub_cache)."""
+        cache = hub_cache(os.environ)
+        if cache is None or any(m.split(":")[0].rstrip("/") == cache for m in (self.mounts or "").split(",")):
+            return self.mounts
+        return ",".join(filter(None, [self.mounts, f"{cache}:{cache}"]))
+
+    def step_command(self, command: Command) -> Command:
+        """The command as its step runs it: in a container, HF_HOME points at the mounted hub cache."""
+        cache = hub_cache(os.environ) if self.image else None
+        return dataclasses.replace(command, env={**command.env, "HF_HOME": cache}) if cache else command
+
+    def service_argv(self, service: Service, command: Command) -> list[str]:
+        """The srun line that starts `service` (pure: the dry run prints exactly this)."""
+        return srun_argv(service, command, self.allocation, step_name=step_name_for(self.run_label, service.name),
+                         image=self.image, mounts=self.container_mounts, container_name=self.container_name,
+                         pass_env=hub_token_env(os.environ))
+
     def start(self, service: Service, command: Command, log_path: Path) -> SlurmStep:
         step_name = step_name_for(self.run_label, service.name)
-        argv = srun_argv(service, command, self.allocation, step_name=step_name, image=self.image,
-                         mounts=self.mounts)
+        command = self.step_command(command)
+        argv = self.service_argv(service, command)
         process = start_service(argv, labelled_env(command.env, self.run_label, service.name), log_path,
                                 Command(tuple(argv), command.env).shell(), tied_to_pytest=self.tied_to_pytest)
         return SlurmStep(service, command, log_path, process, self.allocation.job_id, step_name,
@@ -153,7 +203,8 @@ class SlurmLauncher:
         """The srun line of a helper step (pure): one task per node, built as a service's step is."""
         return srun_line(nodes, Command(tuple(argv)), self.allocation.job_id,
                          step_name=step_name_for(self.run_label, name), image=self.image if in_image else None,
-                         mounts=self.mounts, unbuffered=unbuffered)
+                         mounts=self.container_mounts, unbuffered=unbuffered, container_name=self.container_name,
+                         pass_env=hub_token_env(os.environ))
 
     def run_on_nodes(self, argv: Sequence[str], nodes: Sequence[str], *, name: str, log_path: Path | None = None,
                      in_image: bool = False, follow: Callable[[NodeStep], None] | None = None) -> NodeStep:
