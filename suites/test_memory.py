@@ -89,7 +89,8 @@ def assert_workers_alive(deployment, engine, service_processes: host_memory.Proc
     """Every planned worker still listed by the frontend's /health and, where its processes can be read, running
     (/health notices a dead worker only when its discovery lease expires: about 12 s with the file backend)."""
     health = requests.get(f"{deployment.base_url}/health", timeout=10).json()
-    dead = [text for _, text in readiness.missing_workers(deployment.plan, health, engine.health_components)]
+    components = engine.health_components(deployment.settings.dynamo_version)
+    dead = [text for _, text in readiness.missing_workers(deployment.plan, health, components)]
     if not isinstance(service_processes, str):
         live = {usage.service for usage in service_processes.read()}
         dead += [f"{w.name}: no live process labelled {host_memory.run_label(service_processes)}"

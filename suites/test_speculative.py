@@ -59,6 +59,9 @@ def test_acceptance_length_meets_the_profile_floor(api, deployment, llama4_setti
     if not llama4_engine.drafts_tokens:
         pytest.skip(f"the {llama4_engine.name} does not draft tokens (engine={llama4_engine.name}): its decode "
                     "speed-up is checked by test_mocker_decode_speedup_shows_in_itl")
+    missing = llama4_engine.draft_counters_missing(deployment.settings.dynamo_version)
+    if missing:
+        pytest.skip(missing)
     floor = profile.speculative.get("acceptance_length_floor")
     if floor is None:
         pytest.skip(f"profile {profile.name} sets no speculative.acceptance_length_floor")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pytest_llama4.config.paths import PROJECT_ROOT
-from pytest_llama4.config.resolve import resolve
+from pytest_llama4.config.resolve import declared, resolve
 from pytest_llama4.config.topology import make_plan
 from pytest_llama4.deploy.engines.base import Command
 from pytest_llama4.deploy.fixture_model import ensure_model_dir
@@ -31,9 +31,9 @@ CLUSTER = ["--launcher=slurm", "--nodelist=gb-[01-02]", "--http-port=8000"]  # n
 CONTAINER = [f"--image={IMAGE}", f"--mounts={PROJECT_ROOT}/:/mnt"]
 CASES = {
     "slurm-dynamo-trtllm-agg": [*CLUSTER, *CONTAINER, "--engine=dynamo-trtllm", "--discovery=etcd",
-                                "--dynamo-version=1.6.1", f"--engine-config={EAGLE}/eagle_agg.yaml"],
+                                "--dynamo-version=0.4.1", f"--engine-config={EAGLE}/eagle_agg.yaml"],
     "slurm-dynamo-trtllm-disagg": [*CLUSTER, *CONTAINER, "--engine=dynamo-trtllm", "--discovery=etcd",
-                                   "--topology=disagg", "--dynamo-version=1.6.1",
+                                   "--topology=disagg", "--dynamo-version=0.4.1",
                                    f"--prefill-engine-config={EAGLE}/eagle_prefill.yaml",
                                    f"--decode-engine-config={EAGLE}/eagle_decode.yaml"],
     "slurm-trtllm-serve-agg": [*CLUSTER, *CONTAINER, "--engine=trtllm-serve", "--gpus-per-node=8",
@@ -63,7 +63,8 @@ def plan_text(pytester, reports: Path, args: list[str]) -> tuple[str, str]:
     config = pytester.parseconfig(*args, f"--reports-dir={reports}", "--dry-run")
     settings = resolve(config, environ={})
     run_id = new_run_id()
-    return dryrun.write_plan(settings, run_id, reports / run_id / "plan", environ={}), run_id
+    assumed = declared(config, "dynamo_version", environ={}) is None
+    return dryrun.write_plan(settings, run_id, reports / run_id / "plan", environ={}, release_assumed=assumed), run_id
 
 
 def check_golden(name: str, text: str) -> None:

@@ -97,10 +97,14 @@ def test_readiness_timeout_names_the_missing_worker_and_shows_its_log(pytester, 
     pytester.makepyfile("def test_needs_deployment(deployment): pass")
     reports = tmp_path / "reports"
     started = time.monotonic()
-    result = run_pytest(pytester, reports, f"--engine-config={slow}", "--startup-timeout=6")
+    result = run_pytest(pytester, reports, f"--engine-config={slow}", "--startup-timeout=6", "--progress-interval=2")
     assert time.monotonic() - started < 45, "the timeout was not honoured"
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     out = result.stdout.str()
+    waiting = re.findall(r"pytest-llama4: deployment not ready yet, (\d+)s of 6s \(--startup-timeout\): the workers "
+                         r"are registered but a one-token chat probe got no answer", result.stderr.str())
+    assert len(waiting) >= 2 and all(int(s) >= 2 for s in waiting), result.stderr.str()[-2000:]  # every 2 s
+    assert re.search(r"^  worker-0: .+", result.stderr.str(), re.MULTILINE), "the loading worker's last log line"
     assert "deployment not ready after 6s (--startup-timeout)" in out
     assert "missing: the workers are registered but a one-token chat probe got no answer" in out
     assert "--- last lines of worker-0 log" in out and "--- last lines of frontend-0 log" not in out

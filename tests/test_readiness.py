@@ -1,3 +1,4 @@
+
 from pytest_llama4.config.topology import make_plan
 from pytest_llama4.deploy.engines.control_plane import HEALTH_COMPONENTS
 from pytest_llama4.deploy.readiness import missing_workers, registered_components
@@ -31,3 +32,40 @@ def test_disagg_names_the_missing_side():
     assert [role for role, _ in missing] == ["prefill"]
     assert "lists 1 of 2" in missing[0][1]
     assert [role for role, _ in missing_workers(plan, _health("prefill", "prefill"), HEALTH_COMPONENTS)] == ["decode"]
+
+
+class FakeClock:
+    """time.monotonic and time.sleep for readiness: sleeping advances the clock, so timing is exact."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_progress_is_reported_every_interval_and_a_check_never_outlasts_one(monkeypatch):
+    from pytest_llama4.deploy import readiness
+    from pytest_llama4.deploy.readiness import Readiness, wait_until_ready
+
+    clock = FakeClock()
+    monkeypatch.setattr(readiness, "time", clock)
+    given: list[float] = []
+    reported: list[float] = []
+
+    def check(time_left: float) -> Readiness:
+        given.append(time_left)
+        clock.sleep(7)  # a probe that waits 7 s for an answer
+        return Readiness(False, ("still loading",))
+
+    state = wait_until_ready(check, 100, on_poll=lambda: None, interval=1,
+                             progress=lambda s, waited: reported.append(waited), progress_every=30)
+    assert not state.ready and state.missing == ("still loading",)
+    assert reported == [31, 63, 95], "a line once each 30 s have passed (checks of 7 s + 1 s pauses), with the wait"
+    assert max(given) == 30, "with progress on, one check may not take longer than one interval"
+    silent: list[float] = []
+    wait_until_ready(check, 100, on_poll=lambda: None, interval=1, progress=lambda s, w: silent.append(w))
+    assert silent == [], "progress_every=0: no lines"

@@ -58,9 +58,9 @@ def test_seed_disagg_on_two_gb200_nodes(tmp_path):
         "--model", "nvidia/Llama-4-Maverick-17B-128E-Instruct-FP8",
         "--served-model-name", "nvidia/Llama-4-Maverick-17B-128E-Instruct-FP8",
         "--extra-engine-args", "/mnt/engine_configs/llama4/eagle/eagle_prefill.yaml",
-        "--disaggregation-mode", "prefill"]
+        "--disaggregation-mode", "prefill", "--publish-metrics"]  # Dynamo 1.6 (the default): engine metrics on
     assert lines["decode-0"][4:6] == ["--nodes=1", "--nodelist=gb-02"]
-    assert lines["decode-0"][-2:] == ["--disaggregation-mode", "decode"]
+    assert lines["decode-0"][-3:] == ["--disaggregation-mode", "decode", "--publish-metrics"]
     assert all("localhost" not in " ".join(line) for line in lines.values())
 
 

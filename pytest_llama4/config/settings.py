@@ -100,6 +100,7 @@ class Settings:
                                   "comparing")
     reports_dir: Path = setting(Path("reports"), "where reports/<run-id>/ is written")
     keep_deployment: bool = setting(False, "leave a launched deployment running after the session")
+    progress_interval: float = setting(30.0, "seconds between progress lines while the deployment starts (0: none)")
     startup_timeout: float = setting(120.0, "seconds to wait for the deployment to become ready")
     waivers: Path | None = setting(DEFAULT_WAIVERS, "YAML file of known deviations (xfail strict), or 'none'")
     dry_run: bool = setting(False, "print every service's full command line, write reports/<run-id>/plan/ (a runnable "
@@ -246,6 +247,8 @@ def validate(values: dict[str, Any], sources: dict[str, str], base: Path) -> Set
     for name in ("prefill_workers", "decode_workers", "num_nodes", "prefill_nodes", "decode_nodes", "gpus_per_node"):
         if values[name] < 1:
             raise pytest.UsageError(f"{sources[name]}: needs at least 1, got {values[name]}")
+    if values["progress_interval"] < 0:
+        raise pytest.UsageError(f"{sources['progress_interval']}: must be 0 (no progress lines) or more seconds")
     if values["startup_timeout"] <= 0:
         raise pytest.UsageError(f"{sources['startup_timeout']}: must be a positive number of seconds")
     if not 0 <= values["max_error_rate"] <= 100:

@@ -20,7 +20,7 @@ from . import interrupts, readiness, services
 from .engines import engine_for
 from .engines.base import Command
 from .launchers.base import Launcher, ServiceHandle
-from .logtail import framed
+from .logtail import framed, tail
 from .wiring import Wiring, wire
 
 STOP_GRACE_SECONDS = 10.0
@@ -39,6 +39,7 @@ class Deployment:
     launcher: Launcher | None = None
     handles: list[ServiceHandle] = field(default_factory=list)
     scratch_dir: Path | None = None  # discovery store and control-plane data, removed on stop
+    progress: Callable[[str], None] = field(default=print, repr=False)  # where progress lines go while it starts
     stopped: bool = False
 
     @property
@@ -103,9 +104,9 @@ class Deployment:
                 shutil.rmtree(self.scratch_dir, ignore_errors=True)
 
 
-def connect_endpoint(settings: Settings, logs_dir: Path) -> Deployment:
+def connect_endpoint(settings: Settings, logs_dir: Path, progress: Callable[[str], None] = print) -> Deployment:
     """Use a deployment someone else started: launch nothing, check it serves the model."""
-    deployment = Deployment(settings, None, str(settings.endpoint).rstrip("/"), logs_dir)
+    deployment = Deployment(settings, None, str(settings.endpoint).rstrip("/"), logs_dir, progress=progress)
     _wait_ready(deployment)
     return deployment
 
@@ -113,19 +114,20 @@ def connect_endpoint(settings: Settings, logs_dir: Path) -> Deployment:
 BeforeStart = Callable[[Settings, Plan, Wiring, Launcher], Settings]
 
 
-def launch(settings: Settings, run_dir: Path, launcher: Launcher, before_start: BeforeStart | None = None
-           ) -> Deployment:
+def launch(settings: Settings, run_dir: Path, launcher: Launcher, before_start: BeforeStart | None = None,
+           progress: Callable[[str], None] = print) -> Deployment:
     """Start every planned service, wait for readiness; on any failure stop what started, then raise.
 
     Logs go to `run_dir/logs/<service>.log`, the resolved engine configs to `run_dir/engine_configs/`,
     the discovery store to `run_dir/.scratch/` (the reports directory is usually on a filesystem every node sees).
     `before_start` (preflight) sees the wiring before anything starts; it raises to stop the launch, or returns the
     settings to run with (the Dynamo release it found), and the services are wired again for them on the same ports.
+    `progress` gets a line every --progress-interval seconds while the deployment is not ready.
     """
     plan = settings.plan
     logs_dir = run_dir / "logs"
     run_dir.mkdir(parents=True, exist_ok=True)
-    deployment = Deployment(settings, plan, "", logs_dir, launcher=launcher,
+    deployment = Deployment(settings, plan, "", logs_dir, launcher=launcher, progress=progress,
                             scratch_dir=Path(tempfile.mkdtemp(prefix=".scratch-", dir=run_dir)))
     try:
         http_port = settings.http_port or launcher.allocate_port()  # preflight checks it is free where it binds
@@ -174,15 +176,28 @@ def _wait_for_port(deployment: Deployment, service: Service, host: str, port: in
 
 def _wait_ready(deployment: Deployment) -> None:
     session = requests.Session()
-    components = engine_for(deployment.settings.engine).health_components
+    components = engine_for(deployment.settings.engine).health_components(deployment.settings.dynamo_version)
     state = readiness.wait_until_ready(
         lambda time_left: readiness.check_once(session, deployment.base_url, deployment.plan,
                                                deployment.served_model, components, time_left),
         deployment.settings.startup_timeout,
         on_poll=lambda: _raise_if_died_during_startup(deployment),
+        progress=lambda state, waited: deployment.progress(_progress_line(deployment, state, waited)),
+        progress_every=deployment.settings.progress_interval,
     )
     if not state.ready:
         raise DeploymentError(_timeout_message(deployment, state))
+
+
+def _progress_line(deployment: Deployment, state: readiness.Readiness, waited: float) -> str:
+    """What a person watching a long model load wants to know: how long so far, of how long, what is still missing,
+    and what each service still waited for last said."""
+    lines = [f"pytest-llama4: deployment not ready yet, {waited:.0f}s of {deployment.settings.startup_timeout:g}s "
+             f"(--startup-timeout): {'; '.join(state.missing) or 'checking'}"]
+    blamed = readiness.roles_to_blame(state, [h.service.role for h in deployment.handles])
+    lines += [f"  {h.service.name}: {tail(h.log_path, 1)[:200]}" for h in deployment.handles
+              if h.service.role in blamed]
+    return "\n".join(lines)
 
 
 def _raise_if_died_during_startup(deployment: Deployment) -> None:

@@ -96,14 +96,24 @@ def _probe(session: requests.Session, base_url: str, served_model: str, plan: Pl
 
 
 def wait_until_ready(check: Callable[[float], Readiness], timeout: float, on_poll: Callable[[], None],
-                     interval: float = 0.25) -> Readiness:
-    """Poll until ready or `timeout`; `check` gets the seconds left, `on_poll` raises if a service died."""
-    deadline = time.monotonic() + timeout
+                     interval: float = 0.25, progress: Callable[[Readiness, float], None] | None = None,
+                     progress_every: float = 0) -> Readiness:
+    """Poll until ready or `timeout`; `check` gets the seconds it may take (what is left, and with progress no more
+    than one progress interval, so a probe that hangs does not silence it), `on_poll` raises if a service died.
+    Every `progress_every` seconds (0: never) `progress` gets the latest state and the seconds waited so far."""
+    started = time.monotonic()
+    deadline = started + timeout
+    next_report = started + progress_every
     while True:
         on_poll()
-        state = check(deadline - time.monotonic())
-        if state.ready or time.monotonic() >= deadline:
+        left = deadline - time.monotonic()
+        state = check(min(left, progress_every) if progress is not None and progress_every > 0 else left)
+        now = time.monotonic()
+        if state.ready or now >= deadline:
             return state
+        if progress is not None and progress_every > 0 and now >= next_report:
+            progress(state, now - started)
+            next_report += progress_every * (1 + (now - next_report) // progress_every)
         time.sleep(interval)
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 
 import pytest
 
-from ..config.resolve import resolve
+from ..config.resolve import declared, resolve
 from ..deploy import engine_limits, engines, interrupts, launchers, preflight
 from ..deploy.launchers import janitor
 from ..deploy.launchers.allocation import SlurmError
@@ -55,7 +55,8 @@ def activate(config: pytest.Config) -> None:
                                 f"{'/'.join(run.profile.engines)}, not {run.settings.engine}: pick another --profile")
     preflight.skipped(run.settings)  # an unknown check name is a usage error now, not at launch
     if run.settings.dry_run:
-        dryrun.exit_with_plan(run.settings, run.run_id, run.run_dir)
+        dryrun.exit_with_plan(run.settings, run.run_id, run.run_dir,
+                              release_assumed=declared(config, "dynamo_version") is None)
     run.allocation = launchers.allocation_at_configure(run.settings)
     if launchers.needs_allocation(run.settings) and not hasattr(config, "workerinput"):
         _clean_up_after_dead_runs(config, run)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -25,18 +26,31 @@ def start_deployment(config: pytest.Config) -> Deployment:
     """Launch the planned deployment (or connect to --endpoint) and remember it in the run."""
     run = current_run(config)
     if not run.settings.launches:
-        dep = deployment_module.connect_endpoint(run.settings, run.logs_dir)
+        dep = deployment_module.connect_endpoint(run.settings, run.logs_dir, progress=terminal_line(config))
     else:
         needed = run.settings.plan.num_nodes
         launcher = make_launcher(run.settings, run.run_id, run.allocation, needed)
         check = functools.partial(preflight.check, run_dir=run.run_dir,
                                   declared_version=declared(config, "dynamo_version"))
-        dep = deployment_module.launch(run.settings, run.run_dir, launcher, before_start=check)
+        dep = deployment_module.launch(run.settings, run.run_dir, launcher, before_start=check,
+                                       progress=terminal_line(config))
         run.settings = dep.settings  # with the Dynamo release preflight found, for the report
     run.deployment = dep
     run.startup_seconds = time.monotonic() - config.stash[STARTED_KEY]
     recording.probe_environment(config, run.slurm_allocation())
     return dep
+
+
+def terminal_line(config: pytest.Config) -> Callable[[str], None]:
+    """Lines on the terminal now, past pytest's output capture: a deployment starts inside a fixture, whose output
+    pytest would otherwise hold back until the test ends."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+
+    def write(text: str) -> None:
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            print(text, file=sys.stderr, flush=True)
+
+    return write
 
 
 @contextlib.contextmanager

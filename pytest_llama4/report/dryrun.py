@@ -60,17 +60,19 @@ def node_addresses(nodes: tuple[str, ...]) -> dict[str, str]:
     return dict(re.findall(r"\bNodeName=(\S+).*?\bNodeAddr=(\S+)", out))
 
 
-def exit_with_plan(settings: Settings, run_id: str, run_dir: Path) -> NoReturn:
+def exit_with_plan(settings: Settings, run_id: str, run_dir: Path, release_assumed: bool = False) -> NoReturn:
     """Print what the run would launch, write its plan, and end pytest with status 0 before anything is collected."""
     if not settings.launches:
         pytest.exit(f"pytest-llama4 --dry-run: nothing to launch, the suites would run against {settings.endpoint}",
                     returncode=0)
-    print(write_plan(settings, run_id, run_dir / PLAN_DIR), flush=True)
+    print(write_plan(settings, run_id, run_dir / PLAN_DIR, release_assumed=release_assumed), flush=True)
     pytest.exit(f"pytest-llama4 --dry-run: nothing was launched; plan in {run_dir / PLAN_DIR}", returncode=0)
 
 
-def write_plan(settings: Settings, run_id: str, plan_dir: Path, environ: Mapping[str, str] | None = None) -> str:
-    """Write the scripts and engine configs into `plan_dir`; return the text that shows them."""
+def write_plan(settings: Settings, run_id: str, plan_dir: Path, environ: Mapping[str, str] | None = None, *,
+               release_assumed: bool = False) -> str:
+    """Write the scripts and engine configs into `plan_dir`; return the text that shows them. `release_assumed`:
+    no --dynamo-version was given, so the Dynamo release the lines are rendered for is the default's."""
     plan = settings.plan
     allocation = planned_allocation(settings, plan.num_nodes, os.environ if environ is None else environ) \
         if needs_allocation(settings) else None
@@ -80,7 +82,8 @@ def write_plan(settings: Settings, run_id: str, plan_dir: Path, environ: Mapping
     wiring = wire(plan, settings, launcher, http_port, plan_dir / "scratch", plan_dir / CONFIGS_DIR)
     lines = [f"pytest-llama4 --dry-run, run {run_id}: nothing was launched",
              f"plan: {settings.engine} {plan.describe()}, API at http://{launcher.host}:{http_port}",
-             _where(settings, allocation, launcher), *_allocation_note(settings, run_id), PORTS_NOTE,
+             _where(settings, allocation, launcher), *_allocation_note(settings, run_id),
+             *_release_note(settings, release_assumed), PORTS_NOTE,
              _real_run_note(settings, launcher.host, http_port), ""]
     for service, command in wiring.commands.items():
         env, argv = launch_line(service, command, run_id, launcher)
@@ -153,6 +156,17 @@ def _where(settings: Settings, allocation: Allocation | None, launcher: SlurmLau
     job = allocation.job_id if allocation.job_id != JOB_VAR else f"{JOB_VAR} (the allocation the scripts run in)"
     container = f"; image {settings.image}, mounts {settings.mounts or '-'}" if settings.image else ""
     return f"slurm: job {job}, nodes {nodes}{container}"
+
+
+def _release_note(settings: Settings, assumed: bool) -> list[str]:
+    """A Dynamo engine's flags and readiness names depend on its release: say which one the lines are for."""
+    if not engine_for(settings.engine).runs_dynamo:
+        return []
+    if not assumed:
+        return [f"Dynamo release: {settings.dynamo_version} (--dynamo-version)"]
+    return [f"Dynamo release: ASSUMED {settings.dynamo_version} (no --dynamo-version or DYNAMO_VERSION given): the "
+            "workers' flags and the components readiness waits for follow it; set --dynamo-version to the release in "
+            "the image (a real run probes it in preflight)"]
 
 
 def _allocation_note(settings: Settings, run_id: str) -> list[str]:

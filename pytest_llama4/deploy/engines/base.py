@@ -70,8 +70,13 @@ class Engine(Protocol):
     publishes_kv_usage: bool  # its workers' metrics always carry KV-cache usage gauges (else: only when configured)
     default_profile: str | None  # the hardware profile when none is given
     writes_engine_configs: bool  # launch writes each worker's complete engine config to reports/<run-id>/engine_configs
-    # Role -> the component a worker registers under, as the Dynamo frontend's /health lists it; empty: no list.
-    health_components: Mapping[str, str]
+
+    def health_components(self, dynamo_version: str) -> Mapping[str, str]:
+        """Role -> the component a worker registers under, as the Dynamo frontend's /health lists it, in that
+        release; empty: the engine has no such list."""
+
+    def draft_counters_missing(self, dynamo_version: str) -> str | None:
+        """Why this release publishes no speculative-decoding counters to read, or None when it does."""
 
     def check(self, settings: Settings) -> None:
         """Engine-specific usage errors (pytest.UsageError with the fix): what it needs that settings lack."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,7 +86,12 @@ class MockerEngine:
     publishes_kv_usage = True
     default_profile = "cpu-mocker"
     writes_engine_configs = True  # the run's speed-up and worker type merged into each worker's args
-    health_components = HEALTH_COMPONENTS
+
+    def health_components(self, dynamo_version: str) -> Mapping[str, str]:
+        return HEALTH_COMPONENTS  # the mocker registers as the current trtllm worker does, in every release it has
+
+    def draft_counters_missing(self, dynamo_version: str) -> str | None:
+        return "the mocker drafts no tokens: it only simulates speculative decoding's speed"
 
     def check(self, settings: Settings) -> None:
         """Everything the mocker needs has a default."""

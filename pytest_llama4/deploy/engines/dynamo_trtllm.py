@@ -53,7 +53,6 @@ scripts rely on.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +60,8 @@ from typing import TYPE_CHECKING
 
 from ...config.topology import DECODE, PREFILL, WORKER, Plan, Service
 from .base import Command, Wiring
-from .control_plane import HEALTH_COMPONENTS, preflight_note
+from .control_plane import preflight_note
+from .dynamo_releases import release, release_number
 from .parallelism import check_ranks
 
 if TYPE_CHECKING:
@@ -95,17 +95,10 @@ SHAPES = {
 DYNAMO_SHAPES = tuple(SHAPES)  # see the module docstring for what differs
 
 
-def _release(version: str) -> tuple[int, int]:
-    match = re.match(r"^\s*v?(\d+)\.(\d+)", version)
-    if not match:
-        raise ValueError(f"not a Dynamo version: {version!r} (expected e.g. '1.6.1')")
-    return int(match[1]), int(match[2])
-
-
 def worker_shape(dynamo_version: str) -> WorkerShape:
     """The argv shape for a Dynamo release, e.g. '1.6.1' -> shape '1.3'. Releases before 0.4 are not known."""
-    release = _release(dynamo_version)
-    known = [shape for since, shape in SHAPES.items() if _release(since) <= release]
+    number = release_number(dynamo_version)
+    known = [shape for since, shape in SHAPES.items() if release_number(since) <= number]
     if not known:
         raise ValueError(f"Dynamo {dynamo_version} predates the multinode TRT-LLM scripts; use {DYNAMO_SHAPES[0]}+")
     return known[-1]
@@ -165,7 +158,9 @@ def worker_command(
     if UCX_ENV not in full_env and NIXL_ENV not in full_env:
         full_env[UCX_ENV] = "1"
     if system_port is not None:
-        full_env["DYN_SYSTEM_PORT"] = str(system_port)
+        full_env |= {"DYN_SYSTEM_PORT": str(system_port), **release(dynamo_version).system_env}
+    metrics_flag = release(dynamo_version).metrics_flag
+    argv += [metrics_flag] if metrics_flag and system_port is not None else []
     return Command(tuple(argv), full_env, tasks_per_node=gpus_per_node, mpi=True, gpus_per_node=gpus_per_node)
 
 
@@ -183,7 +178,16 @@ class DynamoTrtllmEngine:
     publishes_kv_usage = False  # only with the worker's metrics publishing on
     default_profile = None  # a cluster's figures are its own: --profile names them
     writes_engine_configs = False  # the workers read the configs the seed guide's variables name
-    health_components = HEALTH_COMPONENTS
+
+    def health_components(self, dynamo_version: str) -> Mapping[str, str]:
+        return release(dynamo_version).components
+
+    def draft_counters_missing(self, dynamo_version: str) -> str | None:
+        if release(dynamo_version).metrics_flag:
+            return None
+        return (f"Dynamo {dynamo_version}'s dynamo.trtllm worker has no bridge for TensorRT-LLM's engine metrics "
+                "(no MetricsCollector before 1.0; deploy/engines/dynamo_releases.py): the draft and accepted "
+                "counters cannot be read from its metrics endpoint")
 
     def check(self, settings: Settings) -> None:
         """Its engine configs must ask for as many ranks as the plan gives each worker GPUs."""

@@ -156,7 +156,12 @@ class TrtllmServeEngine:
     publishes_kv_usage = False  # only with enable_iter_perf_stats
     default_profile = None
     writes_engine_configs = False
-    health_components: dict[str, str] = {}  # no Dynamo frontend: its /health is an empty 200, no instance list
+
+    def health_components(self, dynamo_version: str) -> Mapping[str, str]:
+        return {}  # no Dynamo frontend: its /health is an empty 200, no instance list
+
+    def draft_counters_missing(self, dynamo_version: str) -> str | None:
+        return None  # /prometheus/metrics, or the /metrics iteration stats
 
     def check(self, settings: Settings) -> None:
         """Its engine configs must ask for as many ranks as the plan gives each worker GPUs."""

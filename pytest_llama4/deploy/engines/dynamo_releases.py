@@ -1,0 +1,62 @@
+"""What each Dynamo release's `dynamo.trtllm` worker is, read from the released ai-dynamo wheels themselves
+(tests/test_dynamo_releases.py downloads each wheel and checks every entry against its source files).
+
+- `components`: the Dynamo component each role registers under, as the frontend's /health lists it. 0.4-0.6:
+  `DEFAULT_ENDPOINT` / `DEFAULT_NEXT_ENDPOINT` in dynamo/trtllm/utils/trtllm_utils.py (the prefill worker is the
+  "next" one under the seed's decode_first strategy); 1.0 and newer: `DEFAULT_ENDPOINT_COMPONENT` /
+  `DEFAULT_PREFILL_COMPONENT` in dynamo/trtllm/args.py.
+- `metrics_flag`: what makes the worker collect TensorRT-LLM's engine metrics (the speculative-decoding draft and
+  accepted counters among them) onto its own metrics endpoint (DYN_SYSTEM_PORT). 1.0-1.2:
+  `--publish-events-and-metrics`; 1.3-1.4: `--publish-kv-events`, whose dest is still `publish_events_and_metrics`
+  (the old flag is its alias); 1.6: `--publish-metrics`. 0.4-0.6 have no bridge: None.
+- `system_env`: what the worker's system server (its /health and /metrics on DYN_SYSTEM_PORT) needs besides the port:
+  `DYN_SYSTEM_ENABLED=true` before 0.7 (read by the Rust runtime, ai-dynamo-runtime, not by these files).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ...config.topology import DECODE, PREFILL, WORKER
+
+RELEASES_CHECKED = ("0.4.1", "0.5.1", "0.6.0", "1.0.0", "1.2.0.post1", "1.3.1", "1.4.2", "1.6.1")
+
+
+@dataclass(frozen=True)
+class DynamoRelease:
+    since: str  # the first release of this range (RELEASES_CHECKED holds the ones read)
+    aggregated: str  # the component of agg and decode workers
+    prefill: str
+    metrics_flag: str | None
+    system_env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def components(self) -> dict[str, str]:
+        return {WORKER: self.aggregated, PREFILL: self.prefill, DECODE: self.aggregated}
+
+
+RELEASES = (
+    DynamoRelease("0.4", "tensorrt_llm", "tensorrt_llm_next", None, {"DYN_SYSTEM_ENABLED": "true"}),
+    DynamoRelease("0.7", "tensorrt_llm", "tensorrt_llm_next", None),  # no wheel of 0.7 read: 0.6's names kept
+    DynamoRelease("1.0", "tensorrt_llm", "prefill", "--publish-events-and-metrics"),
+    DynamoRelease("1.3", "backend", "prefill", "--publish-kv-events"),
+    DynamoRelease("1.6", "backend", "prefill", "--publish-metrics"),
+)
+
+
+def release_number(version: str) -> tuple[int, int]:
+    match = re.match(r"^\s*v?(\d+)\.(\d+)", version)
+    if not match:
+        raise ValueError(f"not a Dynamo version: {version!r} (expected e.g. '1.6.1')")
+    return int(match[1]), int(match[2])
+
+
+def release(version: str) -> DynamoRelease:
+    """The table entry of a Dynamo release, e.g. '1.4.2' -> the 1.3 entry. Before 0.4 is unknown: ValueError."""
+    number = release_number(version)
+    known = [entry for entry in RELEASES if release_number(entry.since) <= number]
+    if not known:
+        raise ValueError(f"Dynamo {version} predates the multinode TRT-LLM scripts; use {RELEASES[0].since}+")
+    return known[-1]

@@ -1,0 +1,129 @@
+"""The Dynamo release table (deploy/engines/dynamo_releases.py) against the released ai-dynamo wheels themselves,
+and what each release's worker is started with and waited for."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from pytest_llama4.config.topology import DECODE, PREFILL, WORKER, Service
+from pytest_llama4.deploy.engines import dynamo_trtllm
+from pytest_llama4.deploy.engines.dynamo_releases import RELEASES_CHECKED, release
+
+WHEELS = Path.home() / ".cache" / "pytest-llama4" / "ai-dynamo-wheels"
+# 0.4-0.6: "dyn://dynamo.<component>.generate", later f"dyn://{DYN_NAMESPACE}.<component>.generate"; the first
+# worker (agg, or decode under the seed's decode_first strategy) takes DEFAULT_ENDPOINT, the next one (prefill) the
+# other (trtllm_utils.py, where it sets args.endpoint).
+ENDPOINT = re.compile(r'^DEFAULT_(NEXT_)?ENDPOINT\s*=\s*f?"dyn://[^.]+\.(\w+)\.', re.MULTILINE)
+COMPONENT = re.compile(r'^DEFAULT_(ENDPOINT|PREFILL)_COMPONENT\s*=\s*"(\w+)"', re.MULTILINE)
+
+
+def wheel(version: str) -> zipfile.ZipFile:
+    """The released wheel (pip download --no-deps, cached): read as a zip, never installed or imported."""
+    found = sorted(WHEELS.glob(f"ai_dynamo-{version}-*.whl"))
+    if not found:
+        WHEELS.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", f"ai-dynamo=={version}",
+                               "-d", str(WHEELS)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"pip download ai-dynamo=={version} failed: {done.stderr[-1000:]}"
+        found = sorted(WHEELS.glob(f"ai_dynamo-{version}-*.whl"))
+    return zipfile.ZipFile(found[0])
+
+
+def source(archive: zipfile.ZipFile, *paths: str) -> str:
+    names = set(archive.namelist())
+    return "\n".join(archive.read(p).decode() for p in paths if p in names)
+
+
+def components_in(archive: zipfile.ZipFile) -> dict[str, str]:
+    """Role -> component, as the wheel's own constants say."""
+    args = source(archive, "dynamo/trtllm/args.py")
+    if args:
+        found = dict(COMPONENT.findall(args))
+        return {WORKER: found["ENDPOINT"], DECODE: found["ENDPOINT"], PREFILL: found["PREFILL"]}
+    found = {bool(nxt): component for nxt, component in ENDPOINT.findall(
+        source(archive, "dynamo/trtllm/utils/trtllm_utils.py"))}
+    return {WORKER: found[False], DECODE: found[False], PREFILL: found[True]}
+
+
+def flags_in(archive: zipfile.ZipFile) -> set[str]:
+    """Every flag the worker's argument parser defines (argparse add_argument or Dynamo's flag_name= helpers)."""
+    text = source(archive, "dynamo/trtllm/utils/trtllm_utils.py", "dynamo/trtllm/args.py",
+                  "dynamo/trtllm/backend_args.py")
+    return set(re.findall(r'(?:add_argument\(\s*|flag_name=)"(--[a-z-]+)"', text))
+
+
+def dest_of(archive: zipfile.ZipFile, flag: str) -> str:
+    """The config attribute a flag sets: its explicit dest=, else argparse's name for it."""
+    text = source(archive, "dynamo/trtllm/utils/trtllm_utils.py", "dynamo/trtllm/args.py",
+                  "dynamo/trtllm/backend_args.py")
+    call = re.search(rf'(?:add_argument\(\s*|flag_name=)"{flag}"(?P<rest>.*?)(?:flag_name=|add_argument\(|\Z)',
+                     text, re.DOTALL)  # the rest of this flag's definition, up to the next one
+    explicit = re.search(r'\bdest="(\w+)"', call["rest"]) if call else None
+    return explicit[1] if explicit else flag.lstrip("-").replace("-", "_")
+
+
+def metrics_gate(archive: zipfile.ZipFile) -> str | None:
+    """The config attribute under which the worker creates TensorRT-LLM's MetricsCollector (its engine metrics on
+    the worker's metrics endpoint), in workers/llm_worker.py; None where there is no such collector."""
+    lines = source(archive, "dynamo/trtllm/workers/llm_worker.py").splitlines()
+    for index, line in enumerate(lines):
+        if "MetricsCollector(" in line and "Additional" not in line:
+            gates = [re.search(r"^\s*if config\.(\w+):", earlier) for earlier in lines[max(0, index - 8):index]]
+            found = [gate[1] for gate in gates if gate]
+            return found[-1] if found else None
+    return None
+
+
+@pytest.mark.parametrize("version", RELEASES_CHECKED)
+def test_the_table_agrees_with_the_release(version):
+    archive = wheel(version)
+    entry = release(version)
+    assert entry.components == components_in(archive), f"ai-dynamo {version}: component names"
+    if entry.metrics_flag:
+        assert entry.metrics_flag in flags_in(archive), f"ai-dynamo {version} has no {entry.metrics_flag}"
+        assert metrics_gate(archive) == dest_of(archive, entry.metrics_flag), (
+            f"ai-dynamo {version}: the engine metrics collector is not gated by {entry.metrics_flag}")
+    else:
+        assert not {"--publish-metrics", "--publish-kv-events"} & flags_in(archive)
+        assert metrics_gate(archive) is None, f"ai-dynamo {version} has an engine metrics collector"
+
+
+def test_the_contract_test_fails_on_a_wrong_entry():
+    archive = wheel("1.2.0.post1")
+    assert release("1.2.0.post1").components != components_in(wheel("1.3.1")), "1.2 and 1.3 really differ"
+    assert components_in(archive)[PREFILL] == "prefill" and components_in(archive)[WORKER] == "tensorrt_llm"
+    assert "--publish-metrics" not in flags_in(archive), "the 1.6 flag must not pass for 1.2"
+
+
+@pytest.mark.parametrize(("version", "components", "flag", "env"), [
+    ("0.4.1", ("tensorrt_llm", "tensorrt_llm_next"), None, {"DYN_SYSTEM_ENABLED": "true"}),
+    ("0.6.0", ("tensorrt_llm", "tensorrt_llm_next"), None, {"DYN_SYSTEM_ENABLED": "true"}),
+    ("1.0.0", ("tensorrt_llm", "prefill"), "--publish-events-and-metrics", {}),
+    ("1.2.0.post1", ("tensorrt_llm", "prefill"), "--publish-events-and-metrics", {}),
+    ("1.3.1", ("backend", "prefill"), "--publish-kv-events", {}),
+    ("1.4.2", ("backend", "prefill"), "--publish-kv-events", {}),
+    ("1.6.1", ("backend", "prefill"), "--publish-metrics", {}),
+])
+def test_each_release_gets_its_readiness_names_and_metrics_flag(version, components, flag, env):
+    engine = dynamo_trtllm.ENGINE
+    assert engine.health_components(version) == {WORKER: components[0], DECODE: components[0],
+                                                 PREFILL: components[1]}
+    command = dynamo_trtllm.worker_command(Service(PREFILL, 0, 0), model_path="m", served_model_name="m",
+                                           engine_config="/c.yaml", gpus_per_node=4, env={}, dynamo_version=version,
+                                           system_port=9000)
+    assert (flag in command.argv) if flag else not any(a.startswith("--publish") for a in command.argv)
+    assert {k: command.env[k] for k in env} == env and command.env["DYN_SYSTEM_PORT"] == "9000"
+    assert "DYN_SYSTEM_ENABLED" not in command.env or env
+
+
+def test_a_release_without_an_engine_metrics_bridge_says_so():
+    assert dynamo_trtllm.ENGINE.draft_counters_missing("1.6.1") is None
+    assert dynamo_trtllm.ENGINE.draft_counters_missing("1.0.0") is None
+    assert dynamo_trtllm.ENGINE.draft_counters_missing("0.6.0").startswith(
+        "Dynamo 0.6.0's dynamo.trtllm worker has no bridge for TensorRT-LLM's engine metrics")
