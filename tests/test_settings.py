@@ -108,3 +108,14 @@ def test_container_paths_are_checked_through_the_mounts(pytester):
 def test_an_image_defaults_to_etcd_discovery(pytester):
     pytester.makepyfile("def test_settings(llama4_settings):\n    assert llama4_settings.discovery == 'etcd'\n")
     pytester.runpytest("--image=img", "--endpoint=http://127.0.0.1:9").assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(("args", "budget"), [
+    (["--endpoint=http://127.0.0.1:9"], 120.0),
+    (["--endpoint=http://127.0.0.1:9", "--engine=dynamo-trtllm"], 1800.0),  # a model load takes many minutes
+    (["--endpoint=http://127.0.0.1:9", "--engine=dynamo-trtllm", "--startup-timeout=300"], 300.0),
+])
+def test_the_startup_budget_defaults_to_the_engines_own(pytester, args, budget):
+    pytester.makepyfile(f"def test_settings(llama4_settings):\n    assert llama4_settings.startup_timeout == {budget}\n"
+                        "    assert llama4_settings.startup_budget == llama4_settings.startup_timeout + 660\n")
+    pytester.runpytest(*args).assert_outcomes(passed=1)

@@ -101,7 +101,11 @@ class Settings:
     reports_dir: Path = setting(Path("reports"), "where reports/<run-id>/ is written")
     keep_deployment: bool = setting(False, "leave a launched deployment running after the session")
     progress_interval: float = setting(30.0, "seconds between progress lines while the deployment starts (0: none)")
-    startup_timeout: float = setting(120.0, "seconds to wait for the deployment to become ready")
+    startup_timeout: float = setting(120.0, "seconds the workers get to load and the deployment to become ready "
+                                            "(default: 120 for the mocker, the engine's own for GPU engines: 1800)")
+    preflight_timeout: float = setting(600.0, "seconds the preflight step gets (the first step in an image imports "
+                                              "it on every node)")
+    control_plane_timeout: float = setting(60.0, "seconds etcd and NATS get to accept connections")
     waivers: Path | None = setting(DEFAULT_WAIVERS, "YAML file of known deviations (xfail strict), or 'none'")
     dry_run: bool = setting(False, "print every service's full command line, write reports/<run-id>/plan/ (a runnable "
                             "script per service, the resolved engine configs), launch nothing")
@@ -123,6 +127,12 @@ class Settings:
                          decode_nodes=self.decode_nodes, engine_config=self.engine_config,
                          prefill_engine_config=self.prefill_engine_config,
                          decode_engine_config=self.decode_engine_config, discovery=self.discovery)
+
+    @property
+    def startup_budget(self) -> float:
+        """The longest a launch may take in all: preflight, control plane, load and readiness (what an xdist worker
+        waits for the controller's deployment)."""
+        return self.preflight_timeout + self.control_plane_timeout + self.startup_timeout
 
     @property
     def launches(self) -> bool:
@@ -249,8 +259,9 @@ def validate(values: dict[str, Any], sources: dict[str, str], base: Path) -> Set
             raise pytest.UsageError(f"{sources[name]}: needs at least 1, got {values[name]}")
     if values["progress_interval"] < 0:
         raise pytest.UsageError(f"{sources['progress_interval']}: must be 0 (no progress lines) or more seconds")
-    if values["startup_timeout"] <= 0:
-        raise pytest.UsageError(f"{sources['startup_timeout']}: must be a positive number of seconds")
+    for name in ("startup_timeout", "preflight_timeout", "control_plane_timeout"):
+        if values[name] <= 0:
+            raise pytest.UsageError(f"{sources[name]}: must be a positive number of seconds")
     if not 0 <= values["max_error_rate"] <= 100:
         raise pytest.UsageError(f"{sources['max_error_rate']}: {values['max_error_rate']:g} is not a percentage "
                                 "(0-100)")

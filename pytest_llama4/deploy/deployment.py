@@ -161,7 +161,7 @@ def _record(service: Service, command: Command, launcher: Launcher, logs_dir: Pa
 
 def _wait_for_port(deployment: Deployment, service: Service, host: str, port: int) -> None:
     """etcd and NATS must accept connections before the frontend and workers start."""
-    deadline = time.monotonic() + deployment.settings.startup_timeout
+    deadline = time.monotonic() + deployment.settings.control_plane_timeout
     while time.monotonic() < deadline:
         _raise_if_died_during_startup(deployment)
         try:
@@ -171,7 +171,8 @@ def _wait_for_port(deployment: Deployment, service: Service, host: str, port: in
             time.sleep(0.2)
     handle = next(h for h in deployment.handles if h.service == service)
     raise DeploymentError(f"{service.name} is not listening on {host}:{port} after "
-                          f"{deployment.settings.startup_timeout:g}s\n{framed(service.name, handle.log_path)}")
+                          f"{deployment.settings.control_plane_timeout:g}s (--control-plane-timeout)\n"
+                          f"{framed(service.name, handle.log_path)}")
 
 
 def _wait_ready(deployment: Deployment) -> None:

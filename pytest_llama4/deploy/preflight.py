@@ -193,7 +193,7 @@ def check(settings: Settings, plan: Plan, wiring: Wiring, launcher: Launcher, *,
     spec = {"nodes": {name: node.spec() for name, node in nodes.items()}, "model": wiring.model,
             "gpus": bool(checks & {"gpus", "gpu-memory"}), "dynamo": "dynamo-version" in checks}
     log_path = run_dir / "preflight.log"  # beside preflight.json: logs/ holds the services' logs only
-    facts = run_probe(launcher, _python(plan, wiring), spec, plan.num_nodes, log_path, settings.startup_timeout)
+    facts = run_probe(launcher, _python(plan, wiring), spec, plan.num_nodes, log_path, settings.preflight_timeout)
     failures = mpi + [f for name, node in nodes.items() for f in judge(name, node, facts.get(name), settings, checks)]
     version = None
     if "dynamo-version" in checks:
@@ -277,7 +277,7 @@ def run_probe(launcher: Launcher, python: str, spec: dict, node_count: int, log_
     try:
         output = step.finish(timeout, poll=interrupts.raise_if_received).stdout
     except StepTimeout:
-        raise PreflightError(f"the preflight step did not finish within {timeout:g}s (--startup-timeout)\n"
+        raise PreflightError(f"the preflight step did not finish within {timeout:g}s (--preflight-timeout)\n"
                              f"{framed('preflight', log_path)}") from None
     facts = {}
     for line in output.splitlines():

@@ -60,7 +60,7 @@ def deployment(pytestconfig: pytest.Config, record_testsuite_property) -> Iterat
 
 def _from_controller(run: Run) -> Deployment:
     """The controller's deployment as a worker sees it (Deployment.hand_over); the controller watches and stops it."""
-    answer = ask_controller(run.run_dir, run.settings.startup_timeout + 60)
+    answer = ask_controller(run.run_dir, run.settings.startup_budget + 60)
     if "error" in answer:
         raise DeploymentError(answer["error"])
     return Deployment.taken_over(run.settings, answer)

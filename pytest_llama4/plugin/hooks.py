@@ -24,6 +24,7 @@ from .session import RUN_KEY, STARTED_KEY, Run, current_run, new_run_id
 from .startup import start_deployment
 from .xdist import SharedDeploymentHost
 
+ENGINE_DEFAULTED = ("startup_timeout",)  # settings whose default is the engine's (a replay gives them all)
 MARKERS = {
     "schema": "OpenAI response schemas and semantics",
     "streaming": "server-sent-event streaming",
@@ -47,7 +48,9 @@ def activate(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {description}")
     config.pluginmanager.import_plugin("pytest_llama4.plugin.fixtures")
     run_id = getattr(config, "workerinput", {}).get("llama4_run_id") or new_run_id()
-    run = Run(launchers.settle(engines.settle(resolve(config))), run_id)
+    resolved = resolve(config)
+    given = {name for name in ENGINE_DEFAULTED if resolved.replay or declared(config, name) is not None}
+    run = Run(launchers.settle(engines.settle(resolved, given)), run_id)
     config.stash[RUN_KEY] = run
     run.profile = profiles.resolve(run.settings.profile, run.settings.profile_file)
     if run.profile and run.profile.engines and run.settings.engine not in run.profile.engines:

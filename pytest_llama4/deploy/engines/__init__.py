@@ -4,6 +4,7 @@ line in `ENGINES` here."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 import pytest
@@ -28,15 +29,19 @@ def engine_for(name: str) -> Engine:
         raise pytest.UsageError(f"--engine: unknown engine {name!r}; choose one of {', '.join(ENGINES)}") from None
 
 
-def settle(settings: Settings) -> Settings:
-    """The engine's part of validating settings: what it can be launched by, what it needs, its default profile.
-    Every problem is a pytest.UsageError that says how to fix it."""
+def settle(settings: Settings, given: Collection[str] = ()) -> Settings:
+    """The engine's part of validating settings: what it can be launched by, what it needs, its defaults (the
+    profile; the startup budget unless `given`, the settings the user gave). Every problem is a pytest.UsageError
+    that says how to fix it."""
     engine = engine_for(settings.engine)
     _check_launcher(engine, settings)
     engine.check(settings)
+    defaults: dict[str, object] = {}
     if settings.profile is None and settings.profile_file is None and engine.default_profile:
-        return dataclasses.replace(settings, profile=engine.default_profile)
-    return settings
+        defaults["profile"] = engine.default_profile
+    if "startup_timeout" not in given:
+        defaults["startup_timeout"] = engine.default_startup_timeout
+    return dataclasses.replace(settings, **defaults) if defaults else settings
 
 
 def _check_launcher(engine: Engine, settings: Settings) -> None:

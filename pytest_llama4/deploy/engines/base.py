@@ -69,6 +69,7 @@ class Engine(Protocol):
     drafts_tokens: bool  # speculative decoding with draft/accepted counters to read (the mocker only simulates it)
     publishes_kv_usage: bool  # its workers' metrics always carry KV-cache usage gauges (else: only when configured)
     default_profile: str | None  # the hardware profile when none is given
+    default_startup_timeout: float  # seconds its workers get to load and become ready, when none is given
     writes_engine_configs: bool  # launch writes each worker's complete engine config to reports/<run-id>/engine_configs
 
     def health_components(self, dynamo_version: str) -> Mapping[str, str]:

@@ -85,6 +85,7 @@ class MockerEngine:
     drafts_tokens = False  # --decode-speedup-ratio simulates speculative decoding's speed, not its drafts
     publishes_kv_usage = True
     default_profile = "cpu-mocker"
+    default_startup_timeout = 120.0  # it loads a tokenizer, not weights: seconds
     writes_engine_configs = True  # the run's speed-up and worker type merged into each worker's args
 
     def health_components(self, dynamo_version: str) -> Mapping[str, str]:

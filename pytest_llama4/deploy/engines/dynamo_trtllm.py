@@ -177,6 +177,7 @@ class DynamoTrtllmEngine:
     drafts_tokens = True
     publishes_kv_usage = False  # only with the worker's metrics publishing on
     default_profile = None  # a cluster's figures are its own: --profile names them
+    default_startup_timeout = 1800.0  # Maverick FP8 on 4 GB200 or 8 H100: many minutes to load and warm up
     writes_engine_configs = False  # the workers read the configs the seed guide's variables name
 
     def health_components(self, dynamo_version: str) -> Mapping[str, str]:

@@ -155,6 +155,7 @@ class TrtllmServeEngine:
     drafts_tokens = True
     publishes_kv_usage = False  # only with enable_iter_perf_stats
     default_profile = None
+    default_startup_timeout = 1800.0  # as dynamo-trtllm: the same engine loads the same weights
     writes_engine_configs = False
 
     def health_components(self, dynamo_version: str) -> Mapping[str, str]:
