@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -139,20 +140,32 @@ def test_renamed_keys_say_which_version_spells_them_which_way(tmp_path):
         speculative_config: {decoding_type: Eagle, max_draft_len: 1, pytorch_weights_path: m}
         cuda_graph_config: {padding_enabled: true, max_batch_size: 8}
         """)
-    weights, padding = config_lint.errors(lint_file(path))
+    own = dataclasses.replace(config_lint.shipped_keys(), shipped=False)  # as if the engine's own keys
+    weights, padding = config_lint.errors(lint_file(path, schema=own))
     assert weights.key == "speculative_config.pytorch_weights_path"
     assert "use 'speculative_model'" in weights.message and "1.0/1.1 call it 'speculative_model_dir'" in \
         weights.message and "PR #10099" in weights.message
     assert padding.key == "cuda_graph_config.padding_enabled"
     assert "use 'enable_padding'" in padding.message and "PR #6003" in padding.message and \
         "still spell it 'padding_enabled'" in padding.message
+    # against the shipped list (one TensorRT-LLM commit) the container's older release may be the one that spells
+    # it so: a warning that says so, and no error (the seed-era configs, accepted by the engine of their era)
+    shipped = lint_file(path, schema=config_lint.shipped_keys())
+    assert config_lint.errors(shipped) == []
+    assert [f.key for f in shipped if f.severity == "warning" and "not the container's TensorRT-LLM" in f.message] \
+        == ["speculative_config.pytorch_weights_path", "cuda_graph_config.padding_enabled"]
 
 
 def test_literal_values_are_checked_with_the_case_history(tmp_path):
     path = write(tmp_path, "lower.yaml", "cache_transceiver_config: {backend: default}\n")
-    (finding,) = config_lint.errors(lint_file(path))
+    own = dataclasses.replace(config_lint.shipped_keys(), shipped=False)
+    (finding,) = config_lint.errors(lint_file(path, schema=own))
     assert finding.key == "cache_transceiver_config.backend"
     assert "(did you mean 'DEFAULT'?)" in finding.message and "lower case" in finding.message
+    (warning,) = lint_file(path, schema=config_lint.shipped_keys())
+    assert warning.severity == "warning" and "lower case" in warning.message
+    wrong = write(tmp_path, "wrong.yaml", "cache_transceiver_config: {backend: carrier_pigeon}\n")
+    assert [f.key for f in config_lint.errors(lint_file(wrong))] == ["cache_transceiver_config.backend"]
 
 
 def test_removed_arguments_are_a_warning(tmp_path):

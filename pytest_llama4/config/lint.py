@@ -110,6 +110,7 @@ class KeySchema:
     root: str
     models: Mapping[str, ModelKeys]
     removed: frozenset[str] = frozenset()  # arguments TorchLlmArgs still accepts and drops
+    shipped: bool = False  # the list shipped with this package (one TensorRT-LLM commit), not the engine's own
 
     @property
     def root_keys(self) -> ModelKeys:
@@ -130,7 +131,7 @@ def schema_from_json(path: Path) -> KeySchema:
         for name, m in doc["models"].items()
     }
     source = f"shipped list from TensorRT-LLM {trt['version']} (commit {trt['commit'][:12]})"
-    return KeySchema(source, trt["version"], doc["root"], models, frozenset(doc.get("removed", ())))
+    return KeySchema(source, trt["version"], doc["root"], models, frozenset(doc.get("removed", ())), shipped=True)
 
 
 def schema_from_pydantic(root: type, version: str, removed: Iterable[str] = ()) -> KeySchema:
@@ -361,8 +362,8 @@ class _Walker:
         rename = RENAMES.get((path, key))
         known = [s for s in rename.spellings if s in spec.fields or s in spec.aliases] if rename else []
         if known:
-            self.add("error", where, f"unknown key '{key}' in TensorRT-LLM {self.schema.version}: use "
-                                     f"'{known[0]}'. {rename.history}")
+            self.add(self.release_difference, where, f"unknown key '{key}' in TensorRT-LLM {self.schema.version}: "
+                                                     f"use '{known[0]}'. {rename.history}{self.release_note}")
         elif not path and key in self.schema.removed:
             self.add("warning", where, f"'{key}' was removed from TorchLlmArgs (TensorRT-LLM "
                                        f"{self.schema.version} drops it on input): delete it")
@@ -372,6 +373,17 @@ class _Walker:
             spellings = spec.spellings()
             hint = _closest(key, spellings, 0.85) or self.one_level_down(spec, key) or _closest(key, spellings)
             self.add("error", where, f"unknown key '{key}'" + (f" (did you mean '{hint}'?)" if hint else ""))
+
+    @property
+    def release_difference(self) -> str:
+        """How bad another release's spelling is: an error against the engine's own keys; a warning against the
+        shipped list, since the container's older TensorRT-LLM may be exactly the release that spells it so."""
+        return "warning" if self.schema.shipped else "error"
+
+    @property
+    def release_note(self) -> str:
+        return (" (a warning: these keys are the shipped list, not the container's TensorRT-LLM; preflight's "
+                "engine-config-keys check builds TorchLlmArgs there)") if self.schema.shipped else ""
 
     def one_level_down(self, spec: ModelKeys, key: str) -> str | None:
         """`free_gpu_memory_fraction` at the top is `kv_cache_config.free_gpu_memory_fraction`."""
@@ -387,7 +399,8 @@ class _Walker:
         hint = _closest(value, allowed)
         message = f"{value!r} is not one of {', '.join(allowed)}" + (f" (did you mean {hint!r}?)" if hint else "")
         if (path, name) == ("cache_transceiver_config", "backend") and value.upper() in allowed:
-            message += f": {CACHE_BACKEND_CASE}"
+            self.add(self.release_difference, _join(path, key), f"{message}: {CACHE_BACKEND_CASE}{self.release_note}")
+            return
         self.add("error", _join(path, key), message)
 
     def nested(self, value: Any, nested: Nested, where: str) -> None:
