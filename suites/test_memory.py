@@ -57,7 +57,8 @@ def heaviest_scenario(profile: Profile, topology: str) -> ProfileScenario | None
 
 
 @pytest.fixture(scope="module")
-def heaviest_load(deployment, profile, tokenizer_dir, service_processes, llama4_settings) -> Callable[[], HeaviestLoad]:
+def heaviest_load(deployment, profile, tokenizer_dir, service_processes, llama4_settings, load_progress
+                  ) -> Callable[[], HeaviestLoad]:
     """Runs the heaviest scenario once, on first use (inside the calling test, so under its exclusive run lock),
     sampling every service's host RSS while it runs."""
     done: list[HeaviestLoad] = []
@@ -70,7 +71,7 @@ def heaviest_load(deployment, profile, tokenizer_dir, service_processes, llama4_
             read = service_processes.read if not isinstance(service_processes, str) else list
             result, samples = host_memory.sample_during(
                 lambda: run_load(deployment.base_url, deployment.served_model, entry.scenario,
-                                 tokenizer_path=tokenizer_dir), read, RSS_INTERVAL)
+                                 tokenizer_path=tokenizer_dir, progress=load_progress), read, RSS_INTERVAL)
             done.append(HeaviestLoad(entry.scenario, result, samples))
         return done[0]
 
@@ -102,7 +103,7 @@ def assert_workers_alive(deployment, engine, service_processes: host_memory.Proc
 
 
 def test_peak_gpu_memory_stays_under_the_limit(gpu_monitor, profile, deployment, tokenizer_dir, llama4_settings,
-                                               record_testsuite_property):
+                                               record_testsuite_property, load_progress):
     """Its own run of the heaviest scenario, so the GPU samples cover that load whatever ran before."""
     limit = profile.memory.get("gpu_memory_used_fraction")
     if limit is None:
@@ -110,7 +111,8 @@ def test_peak_gpu_memory_stays_under_the_limit(gpu_monitor, profile, deployment,
     entry = heaviest_scenario(profile, llama4_settings.topology)
     if entry is None:
         pytest.skip(f"profile {profile.name} has no scenario for --topology={llama4_settings.topology}")
-    run_load(deployment.base_url, deployment.served_model, entry.scenario, tokenizer_path=tokenizer_dir)
+    run_load(deployment.base_url, deployment.served_model, entry.scenario, tokenizer_path=tokenizer_dir,
+             progress=load_progress)
     totals = {(s.node, s.gpu): s.memory_total_mib for s in gpu_monitor.samples if s.memory_total_mib}
     peaks = gpu_monitor.peak_used_mib()
     assert peaks, "the GPU monitor took no memory sample during the scenario"

@@ -36,10 +36,11 @@ def baseline_figures(llama4_settings) -> dict[str, dict[str, float]] | None:
 
 
 def test_scenario_meets_the_profile(baseline_figures, profile_scenario, profile, deployment, tokenizer_dir,
-                                    llama4_settings, perf_log, record_testsuite_property):
+                                    llama4_settings, perf_log, record_testsuite_property, load_progress):
     scenario = profile_scenario.scenario
     before = prometheus.scrape(deployment.base_url, model=deployment.served_model)
-    result = run_load(deployment.base_url, deployment.served_model, scenario, tokenizer_path=tokenizer_dir)
+    result = run_load(deployment.base_url, deployment.served_model, scenario, tokenizer_path=tokenizer_dir,
+                      progress=load_progress)
     after = prometheus.scrape(deployment.base_url, model=deployment.served_model)
     figures = summarize(result, profile.goodput or None)
     limits = [LimitResult(**limit.evaluate(figures)) for limit in profile_scenario.limits]

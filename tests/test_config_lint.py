@@ -545,3 +545,20 @@ def test_the_generator_reads_llm_args_without_importing_it(tmp_path):
     typo = write(tmp_path, "t.yaml", "kv_cache_config: {dtyp: fp8}\n")
     assert messages(lint_file(typo, schema=schema)) == ["kv_cache_config.dtyp: unknown key 'dtyp' (did you mean "
                                                         "'dtype'?)"]
+
+
+def test_the_containers_verdict_decides_the_keys_where_preflight_asked_it(tmp_path):
+    """A key our list does not know but the container's TensorRT-LLM accepts is a warning naming that release; a
+    key it rejects is an error in its words; file-level findings are untouched."""
+    path = write(tmp_path, "prefill.yaml", "tensor_parallel_size: 4\nnew_knob: 1\nmax_batch_sise: 8\n")
+    findings = lint_file(path)
+    assert {f.key for f in findings if f.severity == "error"} == {"new_knob", "max_batch_sise"}
+    verdict = {"validator": "tensorrt_llm 1.0.0rc4",
+               "errors": [{"key": "max_batch_sise", "message": "Extra inputs are not permitted"}]}
+    judged = config_lint.judged_by_container(findings, path, verdict)
+    assert messages(judged) == ["max_batch_sise: unknown key 'max_batch_sise' (did you mean 'max_batch_size'?)"]
+    assert [f.key for f in judged if f.severity == "warning"] == ["new_knob"]
+    assert "tensorrt_llm 1.0.0rc4 in the container accepts it" in str(next(f for f in judged if f.key == "new_knob"))
+    only_container = config_lint.judged_by_container([], path, verdict)
+    assert messages(only_container) == ["max_batch_sise: Extra inputs are not permitted (tensorrt_llm 1.0.0rc4 in "
+                                        "the container)"]

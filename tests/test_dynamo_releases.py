@@ -13,7 +13,7 @@ import pytest
 
 from pytest_llama4.config.topology import DECODE, PREFILL, WORKER, Service
 from pytest_llama4.deploy.engines import dynamo_trtllm
-from pytest_llama4.deploy.engines.dynamo_releases import RELEASES_CHECKED, release
+from pytest_llama4.deploy.engines.dynamo_releases import MOCKER_LAUNCH_KEYS, RELEASES_CHECKED, release
 
 WHEELS = Path.home() / ".cache" / "pytest-llama4" / "ai-dynamo-wheels"
 # 0.4-0.6: "dyn://dynamo.<component>.generate", later f"dyn://{DYN_NAMESPACE}.<component>.generate"; the first
@@ -80,11 +80,26 @@ def metrics_gate(archive: zipfile.ZipFile) -> str | None:
     return None
 
 
+def mocker_args_nested(archive: zipfile.ZipFile) -> bool:
+    """Does the mocker normalize its --extra-engine-args file (1.6: launch keys beside an "engine" object)?"""
+    return "_normalize_mocker_config" in source(archive, "dynamo/mocker/config.py")
+
+
+def mocker_launch_keys(archive: zipfile.ZipFile) -> tuple[str, ...]:
+    """The keys build_mocker_engine_args puts beside "engine" (its `config = {key: ... for key in (...)}`)."""
+    text = source(archive, "dynamo/mocker/config.py")
+    block = re.search(r"config = \{\s*key: getattr\(args, key\)\s*for key in \((?P<keys>[^)]*)\)", text)
+    return tuple(re.findall(r'"(\w+)"', block["keys"])) if block else ()
+
+
 @pytest.mark.parametrize("version", RELEASES_CHECKED)
 def test_the_table_agrees_with_the_release(version):
     archive = wheel(version)
     entry = release(version)
     assert entry.components == components_in(archive), f"ai-dynamo {version}: component names"
+    assert entry.mocker_args_nested == mocker_args_nested(archive), f"ai-dynamo {version}: mocker file layout"
+    if entry.mocker_args_nested:
+        assert mocker_launch_keys(archive) == MOCKER_LAUNCH_KEYS, f"ai-dynamo {version}: keys beside 'engine'"
     if entry.metrics_flag:
         assert entry.metrics_flag in flags_in(archive), f"ai-dynamo {version} has no {entry.metrics_flag}"
         assert metrics_gate(archive) == dest_of(archive, entry.metrics_flag), (
@@ -99,10 +114,25 @@ def test_the_contract_test_fails_on_a_wrong_entry():
     assert release("1.2.0.post1").components != components_in(wheel("1.3.1")), "1.2 and 1.3 really differ"
     assert components_in(archive)[PREFILL] == "prefill" and components_in(archive)[WORKER] == "tensorrt_llm"
     assert "--publish-metrics" not in flags_in(archive), "the 1.6 flag must not pass for 1.2"
+    assert not mocker_args_nested(archive) and mocker_args_nested(wheel("1.6.1")), "the layouts really differ"
+
+
+def test_setup_installs_the_newest_release_with_all_its_requirements_but_aisimulate():
+    """scripts/setup installs ai-dynamo 1.6.1 with --no-deps (aisimulate installs only from a vendor index), so its
+    list of the other requirements must be the wheel's own."""
+    metadata = next(n for n in wheel("1.6.1").namelist() if n.endswith(".dist-info/METADATA"))
+    required = {re.split(r"[<>=!;\s\[]", line.split(":", 1)[1].strip())[0].lower()
+                for line in wheel("1.6.1").read(metadata).decode().splitlines()
+                if line.startswith("Requires-Dist:") and "extra ==" not in line}
+    setup = (Path(__file__).resolve().parents[1] / "scripts" / "setup").read_text()
+    block = setup[setup.index("--no-deps ai-dynamo==1.6.1"):setup.index('touch "$newest/.installed"')]
+    installed = {re.split(r"[<>=!]", token.strip('"'))[0].lower() for token in block.split()}
+    assert required - {"aisimulate"} <= installed, f"scripts/setup misses {required - installed - {'aisimulate'}}"
 
 
 @pytest.mark.parametrize(("version", "components", "flag", "env"), [
     ("0.4.1", ("tensorrt_llm", "tensorrt_llm_next"), None, {"DYN_SYSTEM_ENABLED": "true"}),
+    ("0.5.1", ("tensorrt_llm", "tensorrt_llm_next"), None, {"DYN_SYSTEM_ENABLED": "true"}),
     ("0.6.0", ("tensorrt_llm", "tensorrt_llm_next"), None, {"DYN_SYSTEM_ENABLED": "true"}),
     ("1.0.0", ("tensorrt_llm", "prefill"), "--publish-events-and-metrics", {}),
     ("1.2.0.post1", ("tensorrt_llm", "prefill"), "--publish-events-and-metrics", {}),

@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -306,6 +307,35 @@ def test_processes_split_the_load_and_never_outnumber_the_users(serve):
     split = run_load(server.url, "m", scenario, processes=2, timeout=5)
     assert split.processes == 2 and [r.ok for r in split.records] == [True] * 6
     assert [r.start for r in split.records] == pytest.approx([i / 25 for i in range(6)], abs=0.02)
+
+
+PROGRESS_LINE = re.compile(r"^pytest-llama4: measuring closed: (\d+)/12 requests done, (\d+) in flight, "
+                           r"([\d,]+) output tokens/s, (\d+) error\(s\) so far, \d+s$")
+
+
+def paced(n: int) -> tuple[list[tuple[float, bytes]], bool]:
+    """A streamed answer sent in 4 parts 0.1 s apart: a request in flight for about 0.4 s."""
+    response = chunked(chat_stream())
+    step = len(response) // 4 + 1
+    return [(0.1, response[i:i + step]) for i in range(0, len(response), step)], False
+
+
+@pytest.mark.parametrize("processes", [1, 2], ids=["in-process", "worker-processes"])
+def test_a_running_scenario_reports_progress_each_interval(serve, processes):
+    server = serve(paced)
+    lines: list[str] = []
+    result = run_load(server.url, "m", CLOSED, timeout=5, processes=processes,
+                      progress=load.Progress(lines.append, every=0.25))
+    assert all(r.ok for r in result.records)
+    parsed = [PROGRESS_LINE.match(line) for line in lines]
+    assert lines and all(parsed), lines
+    done = [int(m[1]) for m in parsed]
+    assert done == sorted(done) and done[-1] < 12, "counts grow, and no line after the last request"
+    assert all(int(m[2]) <= CLOSED.concurrency and m[4] == "0" for m in parsed)
+    assert any(int(m[3].replace(",", "")) > 0 for m in parsed), "tokens flow while requests stream"
+    quiet: list[str] = []
+    run_load(server.url, "m", CLOSED, timeout=5, processes=processes, progress=load.Progress(quiet.append, every=0))
+    assert quiet == []
 
 
 # ---------------------------------------------------------------------------------------------- failures, no server

@@ -48,24 +48,30 @@ class FakeClock:
 
 
 def test_progress_is_reported_every_interval_and_a_check_never_outlasts_one(monkeypatch):
-    from pytest_llama4.deploy import readiness
+    from pytest_llama4.deploy import phases, readiness
+    from pytest_llama4.deploy.phases import Phase
     from pytest_llama4.deploy.readiness import Readiness, wait_until_ready
 
     clock = FakeClock()
     monkeypatch.setattr(readiness, "time", clock)
+    monkeypatch.setattr(phases, "time", clock)
     given: list[float] = []
-    reported: list[float] = []
+    reported: list[str] = []
 
     def check(time_left: float) -> Readiness:
         given.append(time_left)
         clock.sleep(7)  # a probe that waits 7 s for an answer
         return Readiness(False, ("still loading",))
 
-    state = wait_until_ready(check, 100, on_poll=lambda: None, interval=1,
-                             progress=lambda s, waited: reported.append(waited), progress_every=30)
+    phase = Phase("worker load + readiness", 100, "--startup-timeout", reported.append, every=30)
+    state = wait_until_ready(check, phase, on_poll=lambda: None, interval=1, describe=lambda s: s.missing[0])
     assert not state.ready and state.missing == ("still loading",)
-    assert reported == [31, 63, 95], "a line once each 30 s have passed (checks of 7 s + 1 s pauses), with the wait"
+    assert reported == [f"pytest-llama4: worker load + readiness: {t}s of 100s (--startup-timeout), still loading"
+                        for t in (31, 63, 95)], "a line once each 30 s have passed (checks of 7 s + 1 s pauses)"
     assert max(given) == 30, "with progress on, one check may not take longer than one interval"
-    silent: list[float] = []
-    wait_until_ready(check, 100, on_poll=lambda: None, interval=1, progress=lambda s, w: silent.append(w))
-    assert silent == [], "progress_every=0: no lines"
+    silent: list[str] = []
+    quiet = Phase("worker load + readiness", 100, "--startup-timeout", silent.append, every=0)
+    wait_until_ready(check, quiet, on_poll=lambda: None, interval=1, describe=lambda s: "x")
+    assert silent == [], "--progress-interval=0: no lines"
+    assert quiet.timed_out("the frontend") == ("worker load + readiness did not finish within 100s "
+                                               "(--startup-timeout): the frontend")

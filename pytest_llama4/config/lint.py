@@ -578,6 +578,19 @@ def lint_engine_config(path: Path, role: str, config_format: str) -> list[Findin
     return lint_mocker_file(path)
 
 
+def judged_by_container(findings: list[Finding], path: Path, verdict: Mapping[str, Any]) -> list[Finding]:
+    """Findings with the container's own verdict on the keys: preflight built TorchLlmArgs from the file with the
+    container's TensorRT-LLM (`verdict`: its "validator" and "errors"). A key error of our list that the container
+    accepted becomes a warning naming that release; the container's errors are errors; file-level findings stay."""
+    rejected = {e["key"]: e["message"] for e in verdict["errors"]}
+    accepted_by = f"{verdict['validator']} in the container accepts it (preflight's TorchLlmArgs)"
+    judged = [f if not f.key or f.severity != "error" or f.key in rejected
+              else Finding("warning", f.file, f.key, f"{f.message}; but {accepted_by}") for f in findings]
+    reported = {f.key for f in judged if f.severity == "error"}
+    return judged + [Finding("error", path, key, f"{message} ({verdict['validator']} in the container)")
+                     for key, message in rejected.items() if key not in reported]
+
+
 # ------------------------------------------------------------------------------------ exact validation
 
 def _loc_key(data: Any, loc: tuple) -> str:

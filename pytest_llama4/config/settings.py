@@ -7,6 +7,7 @@ Every validation failure is a `pytest.UsageError` that says what was wrong and h
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -75,6 +76,9 @@ class Settings:
                              "head node (the default with --image)", choices=DISCOVERY_MODES)
     dynamo_version: str = setting("1.6", "Dynamo release in the container: picks the worker's argv shape",
                                   env="DYNAMO_VERSION")
+    dynamo_python: str | None = setting(None, "mocker without --image: the Python whose ai-dynamo runs the frontend "
+                                        "and mockers (default: pytest's own), e.g. a venv with another Dynamo "
+                                        "release")
     image: str | None = setting(None, "slurm: container image for every step (pyxis --container-image)", env="IMAGE")
     mounts: str | None = setting(None, "slurm: container mounts, src:dst[,src:dst] (pyxis --container-mounts)",
                                  env="MOUNTS")
@@ -100,7 +104,8 @@ class Settings:
                                   "comparing")
     reports_dir: Path = setting(Path("reports"), "where reports/<run-id>/ is written")
     keep_deployment: bool = setting(False, "leave a launched deployment running after the session")
-    progress_interval: float = setting(30.0, "seconds between progress lines while the deployment starts (0: none)")
+    progress_interval: float = setting(30.0, "seconds between progress lines while the deployment starts and "
+                                                "while a scenario measures (0: none; -q: none while measuring)")
     startup_timeout: float = setting(120.0, "seconds the workers get to load and the deployment to become ready "
                                             "(default: 120 for the mocker, the engine's own for GPU engines: 1800)")
     preflight_timeout: float = setting(600.0, "seconds the preflight step gets (the first step in an image imports "
@@ -236,6 +241,17 @@ def _check_engine_config(path: Path | None, source: str, image: str | None, moun
                                 f"(shipped ones are under {PROJECT_ROOT}/engine_configs)")
 
 
+def _check_dynamo_python(python: str | None, source: str, image: str | None) -> None:
+    if python is None:
+        return
+    if image:
+        raise pytest.UsageError(f"{source}: the image brings its own Dynamo and Python; drop --dynamo-python or "
+                                "--image")
+    if not os.access(python, os.X_OK) or Path(python).is_dir():
+        raise pytest.UsageError(f"{source}: {python} is not an executable Python; pass e.g. "
+                                ".venv-dynamo/bin/python (a venv with ai-dynamo installed)")
+
+
 def validate(values: dict[str, Any], sources: dict[str, str], base: Path) -> Settings:
     """Cross-field checks and path resolution; `sources` names where each value came from."""
     if values["endpoint"]:
@@ -252,6 +268,7 @@ def validate(values: dict[str, Any], sources: dict[str, str], base: Path) -> Set
     if not re.match(r"^v?\d+\.\d+", str(values["dynamo_version"])):
         raise pytest.UsageError(f"{sources['dynamo_version']}: {values['dynamo_version']!r} is not a Dynamo release; "
                                 "use e.g. --dynamo-version=1.6.1 (see `python3 -m dynamo.frontend --version`)")
+    _check_dynamo_python(values["dynamo_python"], sources["dynamo_python"], values["image"])
     if values["image"] and sources["discovery"].endswith("(default)"):
         values["discovery"] = "etcd"  # the seed's containerised workflow: containers share no discovery directory
     for name in ("prefill_workers", "decode_workers", "num_nodes", "prefill_nodes", "decode_nodes", "gpus_per_node"):

@@ -21,6 +21,7 @@ from .engines import engine_for
 from .engines.base import Command
 from .launchers.base import Launcher, ServiceHandle
 from .logtail import framed, tail
+from .phases import Phase
 from .wiring import Wiring, wire
 
 STOP_GRACE_SECONDS = 10.0
@@ -68,6 +69,10 @@ class Deployment:
         settings = dataclasses.replace(settings, dynamo_version=handed["dynamo_version"])
         return cls(settings, settings.plan if handed["launched"] else None, handed["base_url"],
                    Path(handed["logs_dir"]))
+
+    def phase(self, name: str, budget: float, option: str) -> Phase:
+        """A startup phase starting now, reporting progress where this deployment does."""
+        return Phase(name, budget, option, self.progress, self.settings.progress_interval)
 
     def describe(self) -> str:
         shape = self.plan.describe() if self.plan else "existing endpoint"
@@ -161,40 +166,40 @@ def _record(service: Service, command: Command, launcher: Launcher, logs_dir: Pa
 
 def _wait_for_port(deployment: Deployment, service: Service, host: str, port: int) -> None:
     """etcd and NATS must accept connections before the frontend and workers start."""
-    deadline = time.monotonic() + deployment.settings.control_plane_timeout
-    while time.monotonic() < deadline:
+    phase = deployment.phase("control plane", deployment.settings.control_plane_timeout, "--control-plane-timeout")
+    while not phase.over():
         _raise_if_died_during_startup(deployment)
         try:
             socket.create_connection((host, port), timeout=1).close()
             return
         except OSError:
+            phase.tick(lambda: f"{service.name} is not listening on {host}:{port} yet")
             time.sleep(0.2)
     handle = next(h for h in deployment.handles if h.service == service)
-    raise DeploymentError(f"{service.name} is not listening on {host}:{port} after "
-                          f"{deployment.settings.control_plane_timeout:g}s (--control-plane-timeout)\n"
+    raise DeploymentError(f"{phase.timed_out(f'{service.name} is not listening on {host}:{port}')}\n"
                           f"{framed(service.name, handle.log_path)}")
 
 
 def _wait_ready(deployment: Deployment) -> None:
     session = requests.Session()
     components = engine_for(deployment.settings.engine).health_components(deployment.settings.dynamo_version)
+    phase = deployment.phase("worker load + readiness" if deployment.plan else "endpoint readiness",
+                             deployment.settings.startup_timeout, "--startup-timeout")
     state = readiness.wait_until_ready(
         lambda time_left: readiness.check_once(session, deployment.base_url, deployment.plan,
                                                deployment.served_model, components, time_left),
-        deployment.settings.startup_timeout,
-        on_poll=lambda: _raise_if_died_during_startup(deployment),
-        progress=lambda state, waited: deployment.progress(_progress_line(deployment, state, waited)),
-        progress_every=deployment.settings.progress_interval,
-    )
+        phase, on_poll=lambda: _raise_if_died_during_startup(deployment),
+        describe=lambda state: _progress_detail(deployment, state))
     if not state.ready:
-        raise DeploymentError(_timeout_message(deployment, state))
+        raise DeploymentError(_timeout_message(deployment, phase, state))
 
 
-def _progress_line(deployment: Deployment, state: readiness.Readiness, waited: float) -> str:
-    """What a person watching a long model load wants to know: how long so far, of how long, what is still missing,
-    and what each service still waited for last said."""
-    lines = [f"pytest-llama4: deployment not ready yet, {waited:.0f}s of {deployment.settings.startup_timeout:g}s "
-             f"(--startup-timeout): {'; '.join(state.missing) or 'checking'}"]
+def _progress_detail(deployment: Deployment, state: readiness.Readiness) -> str:
+    """What a person watching a long model load wants to know besides the time: which workers registered, what is
+    still missing, and what each service still waited for last said."""
+    parts = [f"registered: {', '.join(state.registered)}"] if state.registered else []
+    parts.append(f"waiting for: {'; '.join(state.missing) or 'the first answer'}")
+    lines = ["; ".join(parts)]
     blamed = readiness.roles_to_blame(state, [h.service.role for h in deployment.handles])
     lines += [f"  {h.service.name}: {tail(h.log_path, 1)[:200]}" for h in deployment.handles
               if h.service.role in blamed]
@@ -209,9 +214,8 @@ def _raise_if_died_during_startup(deployment: Deployment) -> None:
         raise DeploymentError(f"deployment failed before it was ready: {error}") from None
 
 
-def _timeout_message(deployment: Deployment, state: readiness.Readiness) -> str:
-    lines = [f"deployment not ready after {deployment.settings.startup_timeout:g}s "
-             f"(--startup-timeout): {deployment.describe()}", *(f"  missing: {m}" for m in state.missing)]
+def _timeout_message(deployment: Deployment, phase: Phase, state: readiness.Readiness) -> str:
+    lines = [phase.timed_out(deployment.describe()), *(f"  missing: {m}" for m in state.missing)]
     blamed = readiness.roles_to_blame(state, [h.service.role for h in deployment.handles])
     lines += [framed(h.service.name, h.log_path) for h in deployment.handles if h.service.role in blamed]
     return "\n".join(lines)

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from .engines import engine_for
 from .launchers.allocation import SlurmError, slurm
 from .launchers.base import Launcher, StepTimeout
 from .logtail import framed
+from .phases import Phase
 from .wiring import Wiring
 
 CHECKS = {
@@ -182,7 +184,7 @@ def applicable(settings: Settings) -> set[str]:
 
 
 def check(settings: Settings, plan: Plan, wiring: Wiring, launcher: Launcher, *, run_dir: Path,
-          declared_version: str | None) -> Settings:
+          declared_version: str | None, progress: Callable[[str], None] | None = None) -> Settings:
     """Run the checks settings do not skip; raise PreflightError naming every failure. Returns the settings to run
     with: `dynamo_version` is the release the nodes run, when probed."""
     checks = applicable(settings) - skipped(settings)
@@ -193,7 +195,9 @@ def check(settings: Settings, plan: Plan, wiring: Wiring, launcher: Launcher, *,
     spec = {"nodes": {name: node.spec() for name, node in nodes.items()}, "model": wiring.model,
             "gpus": bool(checks & {"gpus", "gpu-memory"}), "dynamo": "dynamo-version" in checks}
     log_path = run_dir / "preflight.log"  # beside preflight.json: logs/ holds the services' logs only
-    facts = run_probe(launcher, _python(plan, wiring), spec, plan.num_nodes, log_path, settings.preflight_timeout)
+    phase = Phase("image import + preflight", settings.preflight_timeout, "--preflight-timeout", progress,
+                  settings.progress_interval)
+    facts = run_probe(launcher, _python(plan, wiring), spec, plan.num_nodes, log_path, phase)
     failures = mpi + [f for name, node in nodes.items() for f in judge(name, node, facts.get(name), settings, checks)]
     version = None
     if "dynamo-version" in checks:
@@ -267,17 +271,24 @@ def _python(plan: Plan, wiring: Wiring) -> str:
     return program if "python" in Path(program).name else "python3"
 
 
-def run_probe(launcher: Launcher, python: str, spec: dict, node_count: int, log_path: Path, timeout: float
+def run_probe(launcher: Launcher, python: str, spec: dict, node_count: int, log_path: Path, phase: Phase
               ) -> dict[str, dict]:
     """The check step over all the plan's nodes, inside the image where there is one, always stopped; facts by
     node."""
     nodes = launcher.node_names(dataclasses.replace(SERVICE, node_count=node_count))
     step = launcher.run_on_nodes((python, "-c", PROBE, json.dumps(spec)), nodes, name=SERVICE.name,
                                  log_path=log_path, in_image=True)
+    waiting = (f"the check step on {', '.join(nodes) or 'this machine'} has not finished (the first step in an "
+               f"image imports it){'' if launcher.runs_here else '; `squeue -s` shows it'}")
+
+    def poll() -> None:
+        interrupts.raise_if_received()
+        phase.tick(lambda: waiting)
+
     try:
-        output = step.finish(timeout, poll=interrupts.raise_if_received).stdout
+        output = step.finish(phase.budget, poll=poll).stdout
     except StepTimeout:
-        raise PreflightError(f"the preflight step did not finish within {timeout:g}s (--preflight-timeout)\n"
+        raise PreflightError(f"{phase.timed_out('the check step is still running')}\n"
                              f"{framed('preflight', log_path)}") from None
     facts = {}
     for line in output.splitlines():

@@ -6,6 +6,8 @@ probe, as Dynamo's own tests do. `/health` bodies are always read: older Dynamo 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -15,6 +17,7 @@ import openai
 import requests
 
 from ..config.topology import Plan
+from .phases import Phase
 
 PROBE_TIMEOUT = 5.0
 # What a client raises when the server is gone, through requests or the OpenAI SDK (httpx).
@@ -35,6 +38,7 @@ class Readiness:
     ready: bool
     missing: tuple[str, ...]  # one line per thing still missing, for the timeout message
     missing_roles: tuple[str, ...] = ()
+    registered: tuple[str, ...] = ()  # "prefill 1/1" for each worker role with all its planned instances
 
 
 def registered_components(health: Mapping) -> Counter[str]:
@@ -45,15 +49,17 @@ def registered_components(health: Mapping) -> Counter[str]:
 
 def missing_workers(plan: Plan, health: Mapping, component_of: Mapping[str, str]) -> list[tuple[str, str]]:
     """(role, explanation) for every worker role with fewer registered instances than planned."""
+    return [(role, f"{role} worker(s): /health lists {listed} of {planned} planned instance(s) of component "
+                   f"{component!r}")
+            for role, component, listed, planned in worker_counts(plan, health, component_of) if listed < planned]
+
+
+def worker_counts(plan: Plan, health: Mapping, component_of: Mapping[str, str]) -> list[tuple[str, str, int, int]]:
+    """(role, component, instances /health lists, instances planned) for each worker role of the plan."""
     registered = registered_components(health)
     planned = Counter(component_of[w.role] for w in plan.workers)
-    missing = []
-    for role in dict.fromkeys(w.role for w in plan.workers):
-        component = component_of[role]
-        if registered[component] < planned[component]:
-            missing.append((role, f"{role} worker(s): /health lists {registered[component]} of {planned[component]} "
-                                  f"planned instance(s) of component {component!r}"))
-    return missing
+    return [(role, component_of[role], registered[component_of[role]], planned[component_of[role]])
+            for role in dict.fromkeys(w.role for w in plan.workers)]
 
 
 def served_models(models: Mapping) -> list[str]:
@@ -65,18 +71,23 @@ def check_once(session: requests.Session, base_url: str, plan: Plan | None, serv
     """One round of readiness checks. `plan` is None for an endpoint we did not launch; `component_of` is empty
     for an engine without Dynamo's instance list."""
     timeout = max(0.5, min(PROBE_TIMEOUT, time_left))
+    registered: tuple[str, ...] = ()
     try:
         if plan is not None and component_of:  # a Dynamo frontend lists its workers' instances
             health = session.get(f"{base_url}/health", timeout=timeout).json()
             missing = missing_workers(plan, health, component_of)
+            registered = tuple(f"{role} {listed}/{planned}" for role, _, listed, planned
+                               in worker_counts(plan, health, component_of) if listed >= planned)
             if missing:
-                return Readiness(False, tuple(m for _, m in missing), tuple(r for r, _ in missing))
+                return Readiness(False, tuple(m for _, m in missing), tuple(r for r, _ in missing), registered)
         listed = served_models(session.get(f"{base_url}/v1/models", timeout=timeout).json())
         if served_model not in listed:
-            return Readiness(False, (f"/v1/models lists {listed}, not the served model {served_model!r}",))
+            return Readiness(False, (f"/v1/models lists {listed}, not the served model {served_model!r}",),
+                             registered=registered)
     except (requests.RequestException, ValueError) as error:
         return Readiness(False, (f"frontend at {base_url} not answering: {type(error).__name__}",), ("frontend",))
-    return _probe(session, base_url, served_model, plan, max(0.5, time_left))
+    return dataclasses.replace(_probe(session, base_url, served_model, plan, max(0.5, time_left)),
+                               registered=registered)
 
 
 def _probe(session: requests.Session, base_url: str, served_model: str, plan: Plan | None,
@@ -95,25 +106,17 @@ def _probe(session: requests.Session, base_url: str, served_model: str, plan: Pl
     return Readiness(True, ())
 
 
-def wait_until_ready(check: Callable[[float], Readiness], timeout: float, on_poll: Callable[[], None],
-                     interval: float = 0.25, progress: Callable[[Readiness, float], None] | None = None,
-                     progress_every: float = 0) -> Readiness:
-    """Poll until ready or `timeout`; `check` gets the seconds it may take (what is left, and with progress no more
-    than one progress interval, so a probe that hangs does not silence it), `on_poll` raises if a service died.
-    Every `progress_every` seconds (0: never) `progress` gets the latest state and the seconds waited so far."""
-    started = time.monotonic()
-    deadline = started + timeout
-    next_report = started + progress_every
+def wait_until_ready(check: Callable[[float], Readiness], phase: Phase, on_poll: Callable[[], None],
+                     describe: Callable[[Readiness], str], interval: float = 0.25) -> Readiness:
+    """Poll until ready or the phase's budget is spent; `check` gets the seconds it may take (what is left, and
+    with progress lines no more than one interval, so a probe that hangs does not silence them), `on_poll` raises
+    if a service died. The phase reports `describe(latest state)` each progress interval."""
     while True:
         on_poll()
-        left = deadline - time.monotonic()
-        state = check(min(left, progress_every) if progress is not None and progress_every > 0 else left)
-        now = time.monotonic()
-        if state.ready or now >= deadline:
+        state = check(min(phase.left(), phase.every) if phase.reports else phase.left())
+        if state.ready or phase.over():
             return state
-        if progress is not None and progress_every > 0 and now >= next_report:
-            progress(state, now - started)
-            next_report += progress_every * (1 + (now - next_report) // progress_every)
+        phase.tick(functools.partial(describe, state))
         time.sleep(interval)
 
 

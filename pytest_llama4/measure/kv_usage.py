@@ -19,13 +19,13 @@ which every process of the run can read, xdist workers included.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
+from ..deploy.engines.dynamo_mocker import read_engine_args
 from . import prometheus
 from .oom import plain
 
@@ -77,8 +77,8 @@ def frontend_total_blocks(base_url: str, model: str) -> float | None:
 def configured_blocks(engine_config: Path) -> int | None:
     """`num_gpu_blocks` of a mocker's resolved engine args (reports/<run>/engine_configs/<service>.json)."""
     try:
-        value = json.loads(engine_config.read_text()).get("num_gpu_blocks")
-    except (OSError, ValueError, AttributeError):
+        value = read_engine_args(engine_config).get("num_gpu_blocks")
+    except (OSError, ValueError):
         return None
     return int(value) if value is not None else None
 

@@ -55,7 +55,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,6 +136,39 @@ class LoadResult:
     records: list[RequestRecord]
     duration: float
     processes: int
+
+
+@dataclass
+class Tally:
+    """One process's requests so far, counted in its event loop; `live` holds the exchanges in flight, whose
+    content chunks count as output tokens until their usage arrives."""
+
+    done: int = 0
+    errors: int = 0
+    tokens: int = 0  # completion_tokens of the finished requests
+    live: set = field(default_factory=set)
+
+    def counts(self) -> tuple[int, int, int, int]:
+        """(done, errors, in flight, output tokens so far): what goes over a pipe."""
+        return self.done, self.errors, len(self.live), self.tokens + sum(len(e.chunk_times) for e in self.live)
+
+
+@dataclass
+class Progress:
+    """A line every `every` seconds while a scenario runs: requests done of all, in flight, output tokens/s over
+    the last interval, errors so far. The driver's own clock and event loop time it: no sampling thread."""
+
+    report: Callable[[str], None]
+    every: float
+    _last: tuple[float, int] = field(default=(0.0, 0), init=False)  # (elapsed, tokens) at the previous line
+
+    def line(self, scenario: Scenario, counts: Sequence[tuple[int, int, int, int]], elapsed: float) -> None:
+        done, errors, in_flight, tokens = (sum(column) for column in zip(*counts, strict=True))
+        rate = (tokens - self._last[1]) / max(1e-9, elapsed - self._last[0])
+        self._last = (elapsed, tokens)
+        self.report(f"pytest-llama4: measuring {scenario.name}: {done}/{scenario.num_prompts} requests done, "
+                    f"{in_flight} in flight, {rate:,.0f} output tokens/s, {errors} error(s) so far, "
+                    f"{elapsed:.0f}s")
 
 
 # ---------------------------------------------------------------------------------------------------- prompts
@@ -504,8 +537,9 @@ async def _connect(target: _Target) -> _Connection:
 
 
 async def _request(target: _Target, connection: _Connection | None, request: bytes, t0: float, timeout: float,
-                   chat: bool) -> tuple[RequestRecord, _Connection | None]:
-    """Send one request (on `connection` when it is still open); return its record and the connection to reuse."""
+                   chat: bool, live: set | None = None) -> tuple[RequestRecord, _Connection | None]:
+    """Send one request (on `connection` when it is still open); return its record and the connection to reuse.
+    `live` holds the exchange while it runs (for progress lines)."""
     loop = asyncio.get_running_loop()
     reused = connection is not None and not connection.closed
     while True:
@@ -523,8 +557,12 @@ async def _request(target: _Target, connection: _Connection | None, request: byt
         connection.transport.write(request)
         connection.quickack()
         timer = loop.call_later(timeout, exchange.fail, f"timed out after {timeout:g}s")
+        if live is not None:
+            live.add(exchange)
         end = await exchange.fut
         timer.cancel()
+        if live is not None:
+            live.discard(exchange)
         connection.exchange = None
         if exchange.lost and exchange.nbytes == 0 and reused:
             reused = False  # a kept-alive connection the server had closed: retry once on a fresh one
@@ -580,7 +618,19 @@ class _Job:
     concurrency: int  # closed loop users of this process; 0 for the open loop
     timeout: float
     chat: bool
+    progress_every: float = 0.0  # seconds between progress reports (0: none)
     records: dict[int, RequestRecord] = field(default_factory=dict)
+    tally: Tally = field(default_factory=Tally)
+
+    async def send(self, target: _Target, connection: _Connection | None, index: int, request: bytes, t0: float
+                   ) -> _Connection | None:
+        """One request of this job, recorded and counted; returns the connection to reuse."""
+        record, connection = await _request(target, connection, request, t0, self.timeout, self.chat, self.tally.live)
+        self.records[index] = record
+        self.tally.done += 1
+        self.tally.errors += not record.ok
+        self.tally.tokens += record.output_tokens or 0
+        return connection
 
 
 async def _closed_loop(target: _Target, job: _Job, t0: float) -> None:
@@ -589,7 +639,7 @@ async def _closed_loop(target: _Target, job: _Job, t0: float) -> None:
     async def user() -> None:
         connection = None
         for index, request, _ in queue:
-            job.records[index], connection = await _request(target, connection, request, t0, job.timeout, job.chat)
+            connection = await job.send(target, connection, index, request, t0)
         if connection is not None:
             connection.close()
 
@@ -601,7 +651,7 @@ async def _open_loop(target: _Target, job: _Job, t0: float) -> None:
 
     async def fire(index: int, request: bytes) -> None:
         connection = idle.pop() if idle else None
-        job.records[index], connection = await _request(target, connection, request, t0, job.timeout, job.chat)
+        connection = await job.send(target, connection, index, request, t0)
         if connection is not None:
             idle.append(connection)
 
@@ -616,19 +666,31 @@ async def _open_loop(target: _Target, job: _Job, t0: float) -> None:
         connection.close()
 
 
-async def _drive(job: _Job, t0: float) -> float:
-    """Run one process's share starting at monotonic time t0; return the monotonic time it finished."""
+async def _drive(job: _Job, t0: float, on_tick: Callable[[_Job], None] | None = None) -> float:
+    """Run one process's share starting at monotonic time t0; return the monotonic time it finished. `on_tick`
+    gets the job every `job.progress_every` seconds meanwhile."""
     target = _Target.parse(job.base_url)
     delay = t0 - time.monotonic()
     if delay > 0.002:
         await asyncio.sleep(delay - 0.002)  # uvloop's timers have millisecond resolution and can fire early
     while time.monotonic() < t0:
         pass
-    if job.concurrency:
-        await _closed_loop(target, job, t0)
-    else:
-        await _open_loop(target, job, t0)
+    ticker = asyncio.ensure_future(_ticks(job, on_tick)) if on_tick and job.progress_every > 0 else None
+    try:
+        if job.concurrency:
+            await _closed_loop(target, job, t0)
+        else:
+            await _open_loop(target, job, t0)
+    finally:
+        if ticker is not None:
+            ticker.cancel()
     return time.monotonic()
+
+
+async def _ticks(job: _Job, on_tick: Callable[[_Job], None]) -> None:
+    while True:
+        await asyncio.sleep(job.progress_every)
+        on_tick(job)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
@@ -688,7 +750,7 @@ def _worker_main() -> None:
     t0 = _read(0)
     try:
         with _no_gc():
-            finished = _run(lambda: _drive(job, t0))
+            finished = _run(lambda: _drive(job, t0, on_tick=lambda j: _send(1, ("progress", j.tally.counts(), None))))
         _send(1, ("ok", finished, _pack(job.records)))
     except BaseException as error:
         _send(1, ("error", repr(error), None))
@@ -762,7 +824,11 @@ def _split(scenario: Scenario, indexed: list[tuple[int, bytes, float | None]], p
     return [j for j in jobs if j.concurrency and j.requests]
 
 
-def _run_processes(jobs: list[_Job], timeout: float) -> tuple[float, float, dict[int, RequestRecord]]:
+def _run_processes(jobs: list[_Job], timeout: float, on_tick: Callable[[list[tuple], float], None] | None = None,
+                   every: float = 0.0) -> tuple[float, float, dict[int, RequestRecord]]:
+    """Run each job in a worker process of its own, all starting at one instant; `on_tick` gets every worker's
+    latest counts and the seconds since the start, each `every` seconds, from the workers' reports (sent
+    several times an interval, so a line never shows counts an interval old)."""
     package_root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     argv = [sys.executable, "-c", f"from {__name__} import _worker_main; _worker_main()"]
@@ -779,15 +845,8 @@ def _run_processes(jobs: list[_Job], timeout: float) -> tuple[float, float, dict
         for worker in workers:
             assert worker.stdin is not None
             _send(worker.stdin.fileno(), t0)
-        records: dict[int, RequestRecord] = {}
-        finished = t0
         budget = timeout * max(len(j.requests) for j in jobs) + WORKER_START_TIMEOUT
-        for worker in workers:
-            status, value, packed = _receive(worker, budget, "report back")
-            if status != "ok":
-                raise RuntimeError(f"load worker process {worker.pid} failed: {value}")
-            finished = max(finished, value)
-            records |= {row[0]: RequestRecord(*row[1:]) for row in packed}
+        finished, records = _collect(workers, t0, budget, on_tick if every > 0 else None, every)
         return t0, finished, records
     finally:
         for worker in workers:
@@ -799,6 +858,47 @@ def _run_processes(jobs: list[_Job], timeout: float) -> tuple[float, float, dict
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.wait()
+
+
+def _collect(workers: list[subprocess.Popen], t0: float, budget: float,
+             on_tick: Callable[[list[tuple], float], None] | None, every: float
+             ) -> tuple[float, dict[int, RequestRecord]]:
+    """Read the workers' progress reports and final records as they come; `on_tick` each `every` seconds."""
+    counts = {w.pid: (0, 0, 0, 0) for w in workers}
+    waiting = {w.pid: w for w in workers}
+    records: dict[int, RequestRecord] = {}
+    finished = t0
+    next_tick = t0 + every
+    deadline = time.monotonic() + budget
+    while waiting:
+        wait = (min(deadline, next_tick) if on_tick else deadline) - time.monotonic()
+        ready = {w.pid for w in _readable(list(waiting.values()), max(0.0, wait))}
+        for pid in ready:
+            status, value, packed = _receive(waiting[pid], 0, "report back")
+            if status == "progress":
+                counts[pid] = value
+                continue
+            if status != "ok":
+                raise RuntimeError(f"load worker process {pid} failed: {value}")
+            del waiting[pid]
+            finished = max(finished, value)
+            records |= {row[0]: RequestRecord(*row[1:]) for row in packed}
+            job_records = [records[row[0]] for row in packed]
+            counts[pid] = (len(job_records), sum(not r.ok for r in job_records), 0,
+                           sum(r.output_tokens or 0 for r in job_records))
+        now = time.monotonic()
+        if on_tick and now >= next_tick and waiting:
+            on_tick(list(counts.values()), now - t0)
+            next_tick += every * (1 + (now - next_tick) // every)
+        if waiting and now >= deadline:
+            raise RuntimeError(f"load worker process(es) {', '.join(map(str, waiting))} did not report back "
+                               f"within {budget:g}s")
+    return finished, records
+
+
+def _readable(workers: list[subprocess.Popen], wait: float) -> list[subprocess.Popen]:
+    streams = {w.stdout: w for w in workers if w.stdout is not None}
+    return [streams[s] for s in select.select(list(streams), [], [], wait)[0]]
 
 
 def _warm_up(base_url: str, requests: list[bytes], timeout: float) -> None:
@@ -818,10 +918,11 @@ def _warm_up(base_url: str, requests: list[bytes], timeout: float) -> None:
 
 
 def run_load(base_url: str, model: str, scenario: Scenario, *, tokenizer_path: Path | None = None,
-             processes: int | None = None, timeout: float = 600) -> LoadResult:
+             processes: int | None = None, timeout: float = 600, progress: Progress | None = None) -> LoadResult:
     """Run `scenario` against `base_url` serving `model`; every request ends up in the result, failed or not.
 
     `timeout` bounds each request (connect to last byte). `processes` defaults to `default_processes(scenario)`.
+    `progress` gets a line each of its intervals while the measured requests run.
     """
     target = _Target.parse(base_url)
     prompts = make_prompts(scenario, tokenizer_path)
@@ -832,14 +933,18 @@ def run_load(base_url: str, model: str, scenario: Scenario, *, tokenizer_path: P
     indexed = [(i, r, o) for i, (r, o) in enumerate(zip(measured, offsets, strict=True))]
     processes = max(1, min(processes or default_processes(scenario), scenario.concurrency or scenario.num_prompts))
     jobs = _split(scenario, indexed, processes, base_url, timeout)
+    for job in jobs:  # worker processes report 4 times a line (at most each second), so lines are never stale
+        job.progress_every = (progress.every if len(jobs) == 1 else min(1.0, progress.every / 4)) if progress else 0.0
     _warm_up(base_url, warmup, timeout)
     if len(jobs) == 1:
         job = jobs[0]
         with _no_gc():
             t0 = time.monotonic()
-            finished = _run(lambda: _drive(job, t0))
+            finished = _run(lambda: _drive(job, t0, on_tick=progress and (
+                lambda j: progress.line(scenario, [j.tally.counts()], time.monotonic() - t0))))
         records = job.records
     else:
-        t0, finished, records = _run_processes(jobs, timeout)
+        t0, finished, records = _run_processes(jobs, timeout, progress and (
+            lambda counts, elapsed: progress.line(scenario, counts, elapsed)), progress.every if progress else 0.0)
     ordered = [records[i] for i in range(scenario.num_prompts)]
     return LoadResult(scenario, ordered, finished - t0, len(jobs))

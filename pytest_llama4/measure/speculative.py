@@ -8,11 +8,12 @@ carries the same figures per iteration under `specDecodingStats` (drained on rea
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from ..deploy.engines.dynamo_mocker import read_engine_args
 
 DRAFTED = "trtllm_spec_decode_num_draft_tokens_total"
 ACCEPTED = "trtllm_spec_decode_num_accepted_tokens_total"
@@ -71,5 +72,5 @@ def max_draft_len(engine_config: Path | None) -> int | None:
 
 def mocker_decode_speedup(engine_args_file: Path) -> float:
     """The mocker's effective decode speed-up: speedup_ratio x decode_speedup_ratio (0 = no simulated delay)."""
-    args = json.loads(engine_args_file.read_text())
+    args = read_engine_args(engine_args_file)
     return float(args.get("speedup_ratio", 1.0)) * float(args.get("decode_speedup_ratio", 1.0))

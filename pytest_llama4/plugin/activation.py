@@ -26,7 +26,8 @@ from ..config.settings import OPTIONS, in_ini
 SWITCH = "llama4"
 # The fixtures of plugin/fixtures.py that suites use (tests/test_activation.py keeps this list in step).
 FIXTURES = ("llama4_settings", "llama4_engine", "deployment", "private_deployments", "launched_services", "gpu_monitor",
-            "served_model", "base_url", "api", "openai_client", "profile", "perf_log", "tokenizer_dir",
+            "served_model", "base_url", "api", "openai_client", "profile", "perf_log", "load_progress", "tokenizer_dir",
+            "container_key_verdicts",
             "service_processes")
 
 

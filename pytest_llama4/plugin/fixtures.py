@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import json
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -13,6 +15,7 @@ import openai
 import pytest
 
 from ..api.client import ApiClient
+from ..config.resolve import declared
 from ..config.settings import Settings
 from ..deploy import services
 from ..deploy.deployment import Deployment, DeploymentError
@@ -20,12 +23,13 @@ from ..deploy.engines import engine_for
 from ..deploy.engines.base import Engine
 from ..measure import host_memory
 from ..measure.host_memory import NO_SERVICES_OF_OURS
+from ..measure.load import Progress
 from ..measure.profiles import Profile
 from ..measure.results import ScenarioResult
 from ..measure.telemetry import GpuMonitor, NoGpu, monitor_for
-from . import properties
+from . import properties, waivers
 from .session import Run, current_run
-from .startup import STARTUP_ERRORS, private_deployment, start_deployment
+from .startup import STARTUP_ERRORS, private_deployment, start_deployment, terminal_line
 from .xdist import ask_controller
 
 
@@ -172,6 +176,31 @@ def perf_log(pytestconfig: pytest.Config) -> Callable[[ScenarioResult], None]:
 
 
 @pytest.fixture(scope="session")
+def container_key_verdicts(request: pytest.FixtureRequest, llama4_settings: Settings, llama4_engine: Engine
+                           ) -> dict[str, dict]:
+    """Engine config (as the container sees its path) -> the container's TensorRT-LLM verdict on its keys, from
+    this run's preflight. Only with an image, where the container's release is not the one our key list comes from:
+    then it waits for the deployment's start, whose preflight builds TorchLlmArgs before any model loads (a key it
+    rejects stops the launch there). Empty otherwise, or where TensorRT-LLM did not import in the container."""
+    if not (llama4_settings.image and llama4_settings.launches and llama4_engine.config_format == "llm-api-yaml"):
+        return {}
+    report = request.getfixturevalue("deployment").run_dir / "preflight.json"
+    nodes = json.loads(report.read_text())["nodes"] if report.is_file() else {}
+    return {path: verdict for facts in nodes.values() for path, verdict in facts.get("validated", {}).items()
+            if verdict.get("validator")}
+
+
+@pytest.fixture(scope="session")
+def load_progress(pytestconfig: pytest.Config, llama4_settings: Settings) -> Progress | None:
+    """Progress lines for a measuring scenario (pass it to run_load): on the terminal past output capture, every
+    --progress-interval seconds; none under -q. Measuring tests run one at a time, so under xdist too a scenario's
+    lines come once, from the process that runs it."""
+    if pytestconfig.get_verbosity() < 0 or llama4_settings.progress_interval <= 0:
+        return None
+    return Progress(terminal_line(pytestconfig), llama4_settings.progress_interval)
+
+
+@pytest.fixture(scope="session")
 def tokenizer_dir(llama4_settings: Settings, llama4_engine: Engine) -> Path | None:
     """The served model's tokenizer, when it is on this machine: prompts are then token-exact."""
     if llama4_settings.model:
@@ -196,3 +225,19 @@ def _llama4_run_lock(request: pytest.FixtureRequest) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture(autouse=True)
+def _llama4_known_deviations(request: pytest.FixtureRequest, llama4_settings: Settings) -> None:
+    """The waivers of this test that cover the Dynamo release the deployment runs (known once it started: preflight
+    probes it). An --endpoint's release is known only when --dynamo-version says it; otherwise none applies."""
+    if not waivers.candidates(request.node):
+        return
+    settings = request.getfixturevalue("deployment").settings if "deployment" in request.fixturenames \
+        else llama4_settings
+    if not settings.launches and declared(request.config, "dynamo_version") is None:
+        warnings.warn(waivers.UnknownRelease(
+            "known deviations are not waived: the Dynamo release behind --endpoint is unknown (its API does not "
+            "say); pass --dynamo-version=X.Y.Z to apply suites/waivers.yaml's entries for it"), stacklevel=1)
+        return
+    waivers.apply(request, settings.dynamo_version)

@@ -123,7 +123,7 @@ def _host_for_workers(config: pytest.Config, run: Run) -> SharedDeploymentHost |
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     settings = current_run(config).settings
     if settings.waivers is not None:
-        waivers.apply(items, waivers.load(settings.waivers), settings.engine)
+        waivers.mark_candidates(items, waivers.load(settings.waivers), settings.engine)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

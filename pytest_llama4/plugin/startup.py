@@ -25,15 +25,15 @@ from .session import STARTED_KEY, current_run
 def start_deployment(config: pytest.Config) -> Deployment:
     """Launch the planned deployment (or connect to --endpoint) and remember it in the run."""
     run = current_run(config)
+    progress = terminal_line(config)
     if not run.settings.launches:
-        dep = deployment_module.connect_endpoint(run.settings, run.logs_dir, progress=terminal_line(config))
+        dep = deployment_module.connect_endpoint(run.settings, run.logs_dir, progress=progress)
     else:
         needed = run.settings.plan.num_nodes
         launcher = make_launcher(run.settings, run.run_id, run.allocation, needed)
         check = functools.partial(preflight.check, run_dir=run.run_dir,
-                                  declared_version=declared(config, "dynamo_version"))
-        dep = deployment_module.launch(run.settings, run.run_dir, launcher, before_start=check,
-                                       progress=terminal_line(config))
+                                  declared_version=declared(config, "dynamo_version"), progress=progress)
+        dep = deployment_module.launch(run.settings, run.run_dir, launcher, before_start=check, progress=progress)
         run.settings = dep.settings  # with the Dynamo release preflight found, for the report
     run.deployment = dep
     run.startup_seconds = time.monotonic() - config.stash[STARTED_KEY]

@@ -1,7 +1,9 @@
 """Known deviations of real engines from the OpenAI API, applied as strict xfails.
 
-A waiver never loosens a check: the test still runs, and `strict=True` turns it red the day the
-engine is fixed, so the waiver gets removed instead of going stale.
+A waiver never loosens a check: the test still runs, and `strict=True` turns it red the day the engine is fixed,
+so the waiver gets removed instead of going stale. A waiver names the engines and the Dynamo releases it was seen
+on; the release is the one the deployment runs (preflight's probe), so waivers are matched by name and engine at
+collection and by release when the test sets up, once the deployment is known.
 """
 
 from __future__ import annotations
@@ -12,30 +14,64 @@ from pathlib import Path
 
 import pytest
 import yaml
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+CANDIDATES = pytest.StashKey[list["Waiver"]]()
+
+
+class UnknownRelease(pytest.PytestWarning):
+    """Waivers could not be matched: the deployment's Dynamo release is not known."""
 
 
 @dataclass(frozen=True)
 class Waiver:
     test: str  # "<file name>::<test name>", where only "*" is a wildcard (brackets are literal: test ids)
     engines: tuple[str, ...]
+    releases: SpecifierSet  # the Dynamo releases it was seen on, e.g. ">=1.4.2,<=1.6.1"
     reason: str
 
-    def applies(self, item: pytest.Item, engine_name: str) -> bool:
+    def names(self, item: pytest.Item, engine_name: str) -> bool:
         pattern = ".*".join(map(re.escape, self.test.split("*")))
         return engine_name in self.engines and re.fullmatch(pattern, f"{item.path.name}::{item.name}") is not None
+
+    def covers(self, release: str) -> bool:
+        """'1.6' (a release given without its patch level) is read as 1.6.0."""
+        try:
+            return Version(release) in self.releases
+        except InvalidVersion:
+            return False
 
 
 def load(path: Path) -> list[Waiver]:
     try:
         entries = yaml.safe_load(path.read_text()) or []
-        return [Waiver(e["test"], tuple(e["engines"]), e["reason"].strip()) for e in entries]
-    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as error:
-        raise pytest.UsageError(f"waiver file {path} is unreadable ({error}); each entry needs test, engines and "
-                                "reason (see suites/waivers.yaml), or pass --waivers=none") from None
+        return [Waiver(e["test"], tuple(e["engines"]), SpecifierSet(e["releases"]), e["reason"].strip())
+                for e in entries]
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError, InvalidSpecifier) as error:
+        raise pytest.UsageError(f"waiver file {path} is unreadable ({type(error).__name__}: {error}); each entry "
+                                "needs test, engines, releases (Dynamo releases as a version range, e.g. "
+                                "\">=1.4.2,<=1.6.1\") and reason (see suites/waivers.yaml), or pass --waivers=none"
+                                ) from None
 
 
-def apply(items: list[pytest.Item], waivers: list[Waiver], engine: str) -> None:
+def mark_candidates(items: list[pytest.Item], waivers: list[Waiver], engine: str) -> None:
+    """At collection: remember on each test the waivers naming it and this engine."""
     for item in items:
-        for waiver in waivers:
-            if waiver.applies(item, engine):
-                item.add_marker(pytest.mark.xfail(reason=f"known deviation: {waiver.reason}", strict=True))
+        named = [w for w in waivers if w.names(item, engine)]
+        if named:
+            item.stash[CANDIDATES] = named
+
+
+def apply(request: pytest.FixtureRequest, release: str) -> None:
+    """At setup, with the deployment's release known: the waivers of this test that cover it become strict
+    xfails (pytest evaluates xfail marks again when the test is called)."""
+    for waiver in candidates(request.node):
+        if waiver.covers(release):
+            request.applymarker(pytest.mark.xfail(reason=f"known deviation on Dynamo {release}: {waiver.reason}",
+                                                  strict=True))
+
+
+def candidates(item: pytest.Item) -> list[Waiver]:
+    """The waivers naming this test and the run's engine (empty for most tests)."""
+    return item.stash.get(CANDIDATES, [])

@@ -35,6 +35,9 @@ def settle(settings: Settings, given: Collection[str] = ()) -> Settings:
     that says how to fix it."""
     engine = engine_for(settings.engine)
     _check_launcher(engine, settings)
+    if settings.dynamo_python and engine.needs_gpus:
+        raise pytest.UsageError(f"--dynamo-python picks the Dynamo that runs the mocker outside an image; "
+                                f"--engine={engine.name} runs the Python of the nodes' image: drop --dynamo-python")
     engine.check(settings)
     defaults: dict[str, object] = {}
     if settings.profile is None and settings.profile_file is None and engine.default_profile:

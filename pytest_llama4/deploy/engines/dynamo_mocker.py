@@ -6,7 +6,10 @@ Runs as local processes or as SLURM steps; every process gets the deployment's d
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import json
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +20,7 @@ from ...config.topology import DECODE, PREFILL, Plan, Service
 from ..fixture_model import ensure_model_dir
 from .base import Command, Wiring
 from .control_plane import HEALTH_COMPONENTS, Discovery, preflight_note
+from .dynamo_releases import MOCKER_LAUNCH_KEYS, release
 
 if TYPE_CHECKING:
     from ...config.settings import Settings
@@ -27,8 +31,8 @@ MOCKER_CONFIGS = ENGINE_CONFIGS_DIR / "mocker"
 MAX_MODEL_LEN = 8192
 
 
-def frontend_command(host: str, http_port: int, discovery: Discovery) -> Command:
-    argv = (sys.executable, "-m", "dynamo.frontend", "--http-host", host, "--http-port", str(http_port),
+def frontend_command(python: str, host: str, http_port: int, discovery: Discovery) -> Command:
+    argv = (python, "-m", "dynamo.frontend", "--http-host", host, "--http-port", str(http_port),
             *discovery.flags)
     return Command(argv, dict(discovery.env))
 
@@ -43,21 +47,57 @@ def default_engine_config(service: Service) -> Path | None:
 
 
 def engine_args(service: Service, speedup_ratio: float) -> dict:
-    """The complete mocker engine args for a worker.
+    """The complete mocker engine args for a worker, flat (`layout` writes them as a release reads them).
 
     With `--extra-engine-args` the mocker takes every engine setting from the file and ignores its other
     flags (ai-dynamo 1.4.2), so the run's speed-up and the role's worker type are merged into the file.
-    The file is flat in 1.4.2 (1.6 nests it under "engine").
+    A config in either release's layout is accepted.
     """
     config = service.engine_config or default_engine_config(service)
-    base = json.loads(config.read_text()) if config else {}
-    return {"max_model_len": MAX_MODEL_LEN, **base, "worker_type": WORKER_TYPE[service.role],
-            "speedup_ratio": speedup_ratio}
+    return {"max_model_len": MAX_MODEL_LEN, **(read_engine_args(config) if config else {}),
+            "worker_type": WORKER_TYPE[service.role], "speedup_ratio": speedup_ratio}
+
+
+def read_engine_args(path: Path) -> dict:
+    """A mocker engine-args file in either release's layout (see `layout`), flat. ValueError if it is not an
+    object."""
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: mocker engine args must be a JSON object")
+    engine = data.pop("engine", {})
+    return {**engine, **data} if isinstance(engine, dict) else data
+
+
+@functools.cache
+def installed_release(python: str) -> str | None:
+    """The ai-dynamo release `python` runs: a local mocker's own, known before (and without) preflight."""
+    if python == sys.executable:
+        try:
+            return importlib.metadata.version("ai-dynamo")
+        except importlib.metadata.PackageNotFoundError:
+            return None
+    try:
+        done = subprocess.run([python, "-c", "import importlib.metadata as m; print(m.version('ai-dynamo'))"],
+                              capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def layout(args: Mapping, dynamo_version: str) -> dict:
+    """Engine args as the release's mocker reads its file: flat before Dynamo 1.6; from 1.6 the engine's settings
+    nest under "engine", beside the launch keys (a flat file is rejected there)."""
+    if not release(dynamo_version).mocker_args_nested:
+        return dict(args)
+    launch_keys = (*MOCKER_LAUNCH_KEYS, "dynamo")
+    return {**{k: args[k] for k in launch_keys if k in args},
+            "engine": {k: v for k, v in args.items() if k not in launch_keys}}
 
 
 def worker_command(
     service: Service,
     *,
+    python: str,
     model_path: Path,
     served_model_name: str,
     engine_args_file: Path,
@@ -65,7 +105,7 @@ def worker_command(
     discovery: Discovery,
 ) -> Command:
     """`DYN_SYSTEM_PORT` makes the worker serve its own model card, so the frontend never asks a hub for it."""
-    argv = [sys.executable, "-m", "dynamo.mocker", "--model-path", str(model_path),
+    argv = [python, "-m", "dynamo.mocker", "--model-path", str(model_path),
             "--model-name", served_model_name, "--extra-engine-args", str(engine_args_file), *discovery.flags]
     if service.role in (PREFILL, DECODE):
         argv += ["--disaggregation-mode", service.role]  # picks the endpoint; the engine follows worker_type
@@ -104,10 +144,11 @@ class MockerEngine:
         return ensure_model_dir()
 
     def python(self, settings: Settings) -> str:
-        return "python3" if settings.image else sys.executable
+        return "python3" if settings.image else settings.dynamo_python or sys.executable
 
     def release_uses(self, dynamo_version: str) -> str:
-        return "the run uses it"
+        layout = "nested" if release(dynamo_version).mocker_args_nested else "flat"
+        return f"the mockers' engine-args files are written in its ({layout}) layout"
 
     def dry_run_note(self, settings: Settings, base_url: str) -> str:
         return preflight_note()
@@ -116,17 +157,20 @@ class MockerEngine:
              configs_dir: Path, wiring: Wiring) -> None:
         """Every worker reads a complete engine-args file written here (with the run's speed-up merged in)."""
         assert discovery is not None  # runs_dynamo: the wiring made one
-        wiring.commands[plan.frontend] = frontend_command(launcher.host, http_port, discovery)
+        python = self.python(settings)
+        version = (None if settings.image else installed_release(python)) or settings.dynamo_version
+        wiring.commands[plan.frontend] = frontend_command(python, launcher.host, http_port, discovery)
         wiring.listen(plan.frontend, http_port)
         model_path = Path(settings.model) if settings.model else ensure_model_dir()
         wiring.model = str(model_path)
         configs_dir.mkdir(parents=True, exist_ok=True)
         for worker in plan.workers:
             engine_args_file = configs_dir / f"{worker.name}.json"
-            engine_args_file.write_text(json.dumps(engine_args(worker, settings.speedup_ratio), indent=2))
+            args = layout(engine_args(worker, settings.speedup_ratio), version)
+            engine_args_file.write_text(json.dumps(args, indent=2))
             wiring.engine_configs[worker] = str(engine_args_file)
             wiring.commands[worker] = worker_command(
-                worker, model_path=model_path, served_model_name=settings.served_model_name,
+                worker, python=python, model_path=model_path, served_model_name=settings.served_model_name,
                 engine_args_file=engine_args_file, system_port=wiring.port_for(worker, launcher), discovery=discovery)
 
 

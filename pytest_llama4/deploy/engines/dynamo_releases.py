@@ -11,6 +11,10 @@
   (the old flag is its alias); 1.6: `--publish-metrics`. 0.4-0.6 have no bridge: None.
 - `system_env`: what the worker's system server (its /health and /metrics on DYN_SYSTEM_PORT) needs besides the port:
   `DYN_SYSTEM_ENABLED=true` before 0.7 (read by the Rust runtime, ai-dynamo-runtime, not by these files).
+- `mocker_args_nested`: the layout of the mocker's --extra-engine-args file. Flat before 1.6 (1.4.2's args.py reads
+  the JSON keys directly; 1.5.0 too); 1.6 normalizes it (dynamo/mocker/config.py `normalize_mocker_config`) into
+  the launch keys of `build_mocker_engine_args` (MOCKER_LAUNCH_KEYS) beside an "engine" object, and rejects a flat
+  file ("unknown field `max_model_len`").
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from dataclasses import dataclass, field
 
 from ...config.topology import DECODE, PREFILL, WORKER
 
+# 1.6's mocker file: these keys beside "engine" (every other engine setting goes inside it).
+MOCKER_LAUNCH_KEYS = ("dp_size", "startup_time", "gpu_memory_utilization", "mem_fraction_static",
+                      "free_gpu_memory_fraction")
 RELEASES_CHECKED = ("0.4.1", "0.5.1", "0.6.0", "1.0.0", "1.2.0.post1", "1.3.1", "1.4.2", "1.6.1")
 
 
@@ -31,6 +38,7 @@ class DynamoRelease:
     prefill: str
     metrics_flag: str | None
     system_env: Mapping[str, str] = field(default_factory=dict)
+    mocker_args_nested: bool = False
 
     @property
     def components(self) -> dict[str, str]:
@@ -42,7 +50,7 @@ RELEASES = (
     DynamoRelease("0.7", "tensorrt_llm", "tensorrt_llm_next", None),  # no wheel of 0.7 read: 0.6's names kept
     DynamoRelease("1.0", "tensorrt_llm", "prefill", "--publish-events-and-metrics"),
     DynamoRelease("1.3", "backend", "prefill", "--publish-kv-events"),
-    DynamoRelease("1.6", "backend", "prefill", "--publish-metrics"),
+    DynamoRelease("1.6", "backend", "prefill", "--publish-metrics", mocker_args_nested=True),
 )
 
 
