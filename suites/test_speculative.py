@@ -73,6 +73,9 @@ def test_acceptance_length_meets_the_profile_floor(api, deployment, llama4_setti
     with ThreadPoolExecutor(ACCEPTANCE_CONCURRENCY) as pool:
         list(pool.map(lambda i: _greedy(api, golden.PROMPTS[i % len(golden.PROMPTS)]), range(ACCEPTANCE_REQUESTS)))
     after = _read_counters(deployment.base_url, workers)
+    unpublished = llama4_engine.draft_counters_unpublished(deployment.settings.dynamo_version)
+    if (before is None or after is None) and unpublished:
+        pytest.skip(unpublished)
     assert before is not None and after is not None, (
         f"no speculative-decoding counters ({speculative.DRAFTED}, {speculative.ACCEPTED}) on "
         f"{', '.join(w.metrics_url for w in workers) or deployment.base_url}: {speculative.ENABLE_HINT}")

@@ -3,6 +3,7 @@ and what each release's worker is started with and waited for."""
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 import sys
@@ -10,10 +11,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import requests
 
 from pytest_llama4.config.topology import DECODE, PREFILL, WORKER, Service
 from pytest_llama4.deploy.engines import dynamo_trtllm
-from pytest_llama4.deploy.engines.dynamo_releases import MOCKER_LAUNCH_KEYS, RELEASES_CHECKED, release
+from pytest_llama4.deploy.engines.dynamo_releases import MOCKER_LAUNCH_KEYS, RELEASES_CHECKED, TRTLLM_PINNED, release
 
 WHEELS = Path.home() / ".cache" / "pytest-llama4" / "ai-dynamo-wheels"
 # 0.4-0.6: "dyn://dynamo.<component>.generate", later f"dyn://{DYN_NAMESPACE}.<component>.generate"; the first
@@ -107,6 +109,32 @@ def test_the_table_agrees_with_the_release(version):
     else:
         assert not {"--publish-metrics", "--publish-kv-events"} & flags_in(archive)
         assert metrics_gate(archive) is None, f"ai-dynamo {version} has an engine metrics collector"
+
+
+@functools.cache
+def trtllm_releases_on_pypi() -> dict[str, list[dict]]:
+    """tensorrt-llm's files per version, from PyPI's project JSON (the per-version JSON answers 404 here)."""
+    return requests.get("https://pypi.org/pypi/tensorrt-llm/json", timeout=60).json()["releases"]
+
+
+@pytest.mark.parametrize("version", RELEASES_CHECKED)
+def test_the_pinned_tensorrt_llm_is_the_wheels_and_its_pypi_date_is_right(version):
+    archive = wheel(version)
+    metadata = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    pinned = re.search(r"^Requires-Dist: tensorrt-llm==([^;\s]+);.*extra == .trtllm.", metadata, re.MULTILINE)
+    expected, published = TRTLLM_PINNED[version]
+    assert pinned and pinned[1] == expected, f"ai-dynamo {version} pins tensorrt-llm {pinned and pinned[1]}"
+    if published is not None:  # PyPI's own upload date of that TensorRT-LLM (its files there are source stubs)
+        files = trtllm_releases_on_pypi()[expected]
+        assert min(f["upload_time"] for f in files).startswith(published)
+
+
+def test_counters_are_expected_only_from_a_tensorrt_llm_published_after_them():
+    assert dynamo_trtllm.ENGINE.draft_counters_unpublished("1.0.0").startswith(
+        "Dynamo 1.0.0 pins TensorRT-LLM 1.3.0rc5.post1 (on PyPI since 2026-03-06), older than")
+    assert dynamo_trtllm.ENGINE.draft_counters_unpublished("1.2.0.post1") is None
+    assert dynamo_trtllm.ENGINE.draft_counters_unpublished("1.6.1") is None
+    assert dynamo_trtllm.ENGINE.draft_counters_unpublished("1.7.0") is None, "an unread release: absence is a fault"
 
 
 def test_the_contract_test_fails_on_a_wrong_entry():

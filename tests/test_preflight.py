@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,6 +27,7 @@ from pytest_llama4.deploy import preflight
 from pytest_llama4.deploy.launchers.allocation import Allocation
 from pytest_llama4.deploy.launchers.local import LocalLauncher
 from pytest_llama4.deploy.launchers.slurm import SlurmLauncher
+from pytest_llama4.deploy.phases import Phase
 from pytest_llama4.deploy.ports import free_port
 from pytest_llama4.deploy.preflight import Failure, NodePlan, PreflightError
 from pytest_llama4.deploy.wiring import wire
@@ -200,6 +202,30 @@ def test_local_preflight_passes_and_probes_this_dynamo(tmp_path):
     assert checked.dynamo_version == "1.4.2"  # the pinned ai-dynamo of the embedded default
     record = json.loads((tmp_path / "preflight.json").read_text())
     assert record["failures"] == [] and record["checks"] == sorted(preflight.applicable(Settings()))
+
+
+def slow_python(tmp_path: Path, seconds: float) -> str:
+    """An interpreter that takes `seconds` to start, as an image's first step takes to import."""
+    wrapper = tmp_path / "slow-python"
+    wrapper.write_text(f"#!/bin/sh\nsleep {seconds}\nexec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def test_a_slow_preflight_step_reports_progress_and_times_out_naming_its_phase(tmp_path):
+    launcher = LocalLauncher(run_label="preflight-test")
+    spec = {"nodes": {}, "model": "", "gpus": False, "dynamo": True}
+    lines: list[str] = []
+    phase = Phase("image import + preflight", 5, "--preflight-timeout", lines.append, every=0.5)
+    facts = preflight.run_probe(launcher, slow_python(tmp_path, 1.6), spec, 1, tmp_path / "preflight.log", phase)
+    assert facts, "the probe answered once it started"
+    assert len(lines) >= 2 and all(re.fullmatch(
+        r"pytest-llama4: image import \+ preflight: \d+s of 5s \(--preflight-timeout\), the check step on "
+        r"127\.0\.0\.1 has not finished \(the first step in an image imports it\)", line) for line in lines), lines
+    short = Phase("image import + preflight", 0.5, "--preflight-timeout")
+    with pytest.raises(PreflightError, match=r"^image import \+ preflight did not finish within 0.5s "
+                                             r"\(--preflight-timeout\): the check step is still running"):
+        preflight.run_probe(launcher, slow_python(tmp_path, 30), spec, 1, tmp_path / "preflight.log", short)
 
 
 def test_local_preflight_stops_on_a_held_port_and_a_missing_model(tmp_path):

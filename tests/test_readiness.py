@@ -1,4 +1,6 @@
 
+import pytest
+
 from pytest_llama4.config.topology import make_plan
 from pytest_llama4.deploy.engines.control_plane import HEALTH_COMPONENTS
 from pytest_llama4.deploy.readiness import missing_workers, registered_components
@@ -75,3 +77,31 @@ def test_progress_is_reported_every_interval_and_a_check_never_outlasts_one(monk
     assert silent == [], "--progress-interval=0: no lines"
     assert quiet.timed_out("the frontend") == ("worker load + readiness did not finish within 100s "
                                                "(--startup-timeout): the frontend")
+
+
+def test_a_control_plane_that_never_listens_reports_progress_then_fails_naming_the_phase(tmp_path):
+    from pytest_llama4.config.settings import Settings
+    from pytest_llama4.config.topology import ETCD, Service
+    from pytest_llama4.deploy import deployment as deployment_module
+    from pytest_llama4.deploy.deployment import Deployment, DeploymentError
+    from pytest_llama4.deploy.engines.base import Command
+    from pytest_llama4.deploy.launchers.local import LocalLauncher
+    from pytest_llama4.deploy.ports import free_port
+
+    lines: list[str] = []
+    settings = Settings(control_plane_timeout=1.6, progress_interval=0.5)
+    launcher = LocalLauncher(run_label="control-plane-test")
+    etcd = Service(ETCD, 0, node=0)
+    dep = Deployment(settings, None, "", tmp_path, launcher=launcher, progress=lines.append)
+    dep.handles.append(launcher.start(etcd, Command(("sleep", "30")), tmp_path / "etcd-0.log"))  # never listens
+    port = free_port()
+    try:
+        with pytest.raises(DeploymentError, match=rf"^control plane did not finish within 1.6s "
+                                                  rf"\(--control-plane-timeout\): etcd-0 is not listening on "
+                                                  rf"127.0.0.1:{port}\n--- last lines of etcd-0 log"):
+            deployment_module._wait_for_port(dep, etcd, "127.0.0.1", port)
+    finally:
+        dep.stop()
+    assert len(lines) >= 2 and all(line.startswith("pytest-llama4: control plane: ") and
+                                   f"of 1.6s (--control-plane-timeout), etcd-0 is not listening on 127.0.0.1:{port} "
+                                   "yet" in line for line in lines), lines

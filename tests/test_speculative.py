@@ -33,7 +33,11 @@ def test_counters_from_trtllm_serve_iteration_stats():
                                               "numRequestsWithDraftTokens": 4, "acceptanceLength": 3.25}},
             {"iter": 2, "specDecodingStats": {"numDraftTokens": 6, "numAcceptedTokens": 2,
                                               "numRequestsWithDraftTokens": 2, "acceptanceLength": 2.0}}]
-    assert speculative.from_iteration_stats(rows) == speculative.DraftCounters(18, 11)
+    assert speculative.from_iteration_stats(rows) == speculative.DraftCounters(18, 11, steps=6)
+    # the engine's own step count wins over drafted / max_draft_len: (11 + 6) / 6, whatever max_draft_len says
+    assert speculative.acceptance_length(speculative.from_iteration_stats(rows), 5) == pytest.approx(17 / 6)
+    without_steps = [{"specDecodingStats": {"numDraftTokens": 12, "numAcceptedTokens": 9}}]
+    assert speculative.from_iteration_stats(without_steps).steps is None
 
 
 def test_acceptance_length_matches_trtllm_per_iteration_definition():

@@ -26,12 +26,17 @@ ENABLE_HINT = ("set `enable_iter_perf_stats: true` and `return_perf_metrics: tru
 class DraftCounters:
     drafted: float
     accepted: float
+    # Decoding steps of drafting requests (numRequestsWithDraftTokens, summed over iterations), where the engine
+    # reports them: TensorRT-LLM's iteration stats do; its Prometheus counters do not (collector.py has no such one).
+    steps: float | None = None
 
     def __sub__(self, earlier: DraftCounters) -> DraftCounters:
-        return DraftCounters(self.drafted - earlier.drafted, self.accepted - earlier.accepted)
+        steps = None if self.steps is None or earlier.steps is None else self.steps - earlier.steps
+        return DraftCounters(self.drafted - earlier.drafted, self.accepted - earlier.accepted, steps)
 
     def __add__(self, other: DraftCounters) -> DraftCounters:
-        return DraftCounters(self.drafted + other.drafted, self.accepted + other.accepted)
+        steps = None if self.steps is None or other.steps is None else self.steps + other.steps
+        return DraftCounters(self.drafted + other.drafted, self.accepted + other.accepted, steps)
 
 
 def from_prometheus(figures: dict[str, float]) -> DraftCounters | None:
@@ -46,19 +51,23 @@ def from_iteration_stats(rows: list[dict]) -> DraftCounters | None:
     stats = [row["specDecodingStats"] for row in rows if isinstance(row.get("specDecodingStats"), dict)]
     if not stats:
         return None
+    steps = [s["numRequestsWithDraftTokens"] for s in stats if "numRequestsWithDraftTokens" in s]
     return DraftCounters(sum(s.get("numDraftTokens", 0) for s in stats),
-                         sum(s.get("numAcceptedTokens", 0) for s in stats))
+                         sum(s.get("numAcceptedTokens", 0) for s in stats),
+                         sum(steps) if len(steps) == len(stats) else None)
 
 
 def acceptance_length(delta: DraftCounters, max_draft_len: int) -> float | None:
-    """Mean tokens produced per decoding step of a drafting request: 1 + accepted drafts per step.
+    """Mean tokens produced per decoding step of a drafting request: 1 + accepted drafts per step, TensorRT-LLM's
+    per-iteration `acceptanceLength` ((accepted + requests with drafts) / requests with drafts) over the whole run.
 
-    TensorRT-LLM drafts `max_draft_len` tokens per request and step, so steps = drafted / max_draft_len: the same
-    figure as its per-iteration `acceptanceLength` ((accepted + requests with drafts) / requests with drafts).
+    The steps are the engine's own count (`numRequestsWithDraftTokens`) where it reports one; else drafted /
+    max_draft_len, exact while every step drafts max_draft_len tokens (Eagle's fixed draft length).
     """
-    if delta.drafted <= 0 or max_draft_len < 1:
+    steps = delta.steps if delta.steps is not None else delta.drafted / max(max_draft_len, 1)
+    if delta.drafted <= 0 or steps <= 0 or max_draft_len < 1:
         return None
-    return 1.0 + delta.accepted / (delta.drafted / max_draft_len)
+    return 1.0 + delta.accepted / steps
 
 
 def max_draft_len(engine_config: Path | None) -> int | None:

@@ -79,6 +79,10 @@ class Engine(Protocol):
     def draft_counters_missing(self, dynamo_version: str) -> str | None:
         """Why this release publishes no speculative-decoding counters to read, or None when it does."""
 
+    def draft_counters_unpublished(self, dynamo_version: str) -> str | None:
+        """Why a healthy deployment of this release may still publish no counters (its engine predates them), or
+        None when absent counters are a fault."""
+
     def check(self, settings: Settings) -> None:
         """Engine-specific usage errors (pytest.UsageError with the fix): what it needs that settings lack."""
 

@@ -134,6 +134,9 @@ class MockerEngine:
     def draft_counters_missing(self, dynamo_version: str) -> str | None:
         return "the mocker drafts no tokens: it only simulates speculative decoding's speed"
 
+    def draft_counters_unpublished(self, dynamo_version: str) -> str | None:
+        return None  # never asked: the mocker drafts no tokens
+
     def check(self, settings: Settings) -> None:
         """Everything the mocker needs has a default."""
 

@@ -28,6 +28,16 @@ from ...config.topology import DECODE, PREFILL, WORKER
 # 1.6's mocker file: these keys beside "engine" (every other engine setting goes inside it).
 MOCKER_LAUNCH_KEYS = ("dp_size", "startup_time", "gpu_memory_utilization", "mem_fraction_static",
                       "free_gpu_memory_fraction")
+# The TensorRT-LLM each checked release pins (its wheel's `tensorrt-llm==` requirement under the `trtllm` extra) and
+# the day PyPI got that TensorRT-LLM. Its Prometheus speculative-decoding counters (trtllm_spec_decode_*, in
+# tensorrt_llm/metrics/collector.py) came with TensorRT-LLM PR #12545, merged on SPEC_COUNTERS_MERGED: a TensorRT-LLM
+# published before that day cannot have them. (Its per-iteration log line, print_iter_log, never carries draft or
+# accepted counts, and its iteration stats fill them only since PR #9855, December 2025: no fallback before either.)
+TRTLLM_PINNED = {"0.4.1": ("1.0.0rc6", "2025-08-07"), "0.5.1": ("1.1.0rc5", "2025-09-17"),
+                 "0.6.0": ("1.1.0rc5", "2025-09-17"), "1.0.0": ("1.3.0rc5.post1", "2026-03-06"),
+                 "1.2.0.post1": ("1.3.0rc14", "2026-05-07"), "1.3.1": ("1.3.0rc19", None),
+                 "1.4.2": ("1.3.0rc22", "2026-07-22"), "1.6.1": ("1.3.0rc29", "2026-09-29")}
+SPEC_COUNTERS_MERGED = "2026-03-25"
 RELEASES_CHECKED = ("0.4.1", "0.5.1", "0.6.0", "1.0.0", "1.2.0.post1", "1.3.1", "1.4.2", "1.6.1")
 
 
@@ -68,3 +78,14 @@ def release(version: str) -> DynamoRelease:
     if not known:
         raise ValueError(f"Dynamo {version} predates the multinode TRT-LLM scripts; use {RELEASES[0].since}+")
     return known[-1]
+
+
+def counters_predate(version: str) -> str | None:
+    """Why a worker of this Dynamo release with its pinned TensorRT-LLM publishes no speculative-decoding counters,
+    or None when it should (or the release is not one read here)."""
+    pinned, published = TRTLLM_PINNED.get(version, (None, None))
+    if pinned is None or published is None or published >= SPEC_COUNTERS_MERGED:
+        return None
+    return (f"Dynamo {version} pins TensorRT-LLM {pinned} (on PyPI since {published}), older than TensorRT-LLM's "
+            f"speculative-decoding counters (trtllm_spec_decode_*, PR #12545, merged {SPEC_COUNTERS_MERGED}); its "
+            "print_iter_log line carries no draft or accepted counts, so acceptance cannot be measured on it")

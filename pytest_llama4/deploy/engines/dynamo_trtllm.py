@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING
 from ...config.topology import DECODE, PREFILL, WORKER, Plan, Service
 from .base import Command, Wiring
 from .control_plane import preflight_note
-from .dynamo_releases import release, release_number
+from .dynamo_releases import counters_predate, release, release_number
 from .parallelism import check_ranks
 
 if TYPE_CHECKING:
@@ -188,7 +188,11 @@ class DynamoTrtllmEngine:
             return None
         return (f"Dynamo {dynamo_version}'s dynamo.trtllm worker has no bridge for TensorRT-LLM's engine metrics "
                 "(no MetricsCollector before 1.0; deploy/engines/dynamo_releases.py): the draft and accepted "
-                "counters cannot be read from its metrics endpoint")
+                "counters cannot be read from its metrics endpoint, nor from its log (TensorRT-LLM's print_iter_log "
+                "line carries no draft or accepted counts)")
+
+    def draft_counters_unpublished(self, dynamo_version: str) -> str | None:
+        return counters_predate(dynamo_version)
 
     def check(self, settings: Settings) -> None:
         """Its engine configs must ask for as many ranks as the plan gives each worker GPUs."""

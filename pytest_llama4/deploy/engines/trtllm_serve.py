@@ -164,6 +164,9 @@ class TrtllmServeEngine:
     def draft_counters_missing(self, dynamo_version: str) -> str | None:
         return None  # /prometheus/metrics, or the /metrics iteration stats
 
+    def draft_counters_unpublished(self, dynamo_version: str) -> str | None:
+        return None  # its own TensorRT-LLM's version is not known here: absent counters are a fault
+
     def check(self, settings: Settings) -> None:
         """Its engine configs must ask for as many ranks as the plan gives each worker GPUs."""
         check_ranks(settings, default_tp_is_planned=True)
