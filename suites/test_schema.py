@@ -61,15 +61,22 @@ def test_n_returns_n_choices(api):
 
 
 @pytest.mark.exclusive  # Dynamo 1.4.2 answers 503 for seconds after it (see waivers.yaml)
-def test_stop_sequence_ends_generation(api):
+def test_stop_sequence_ends_generation(api, llama4_engine):
+    """Generation ends before a stop string the model itself produces (taken from its greedy answer)."""
+    greedy = checks.ok_json(api.post("/v1/chat/completions", api.chat_body(LONG_ANSWER, max_tokens=64, temperature=0)))
+    said = greedy["choices"][0]["message"]["content"] or ""
+    stop = checks.stop_string(said, llama4_engine.deterministic_text)
+    assert stop, f"the greedy answer has nothing to stop at: {said!r}"
     try:
-        response = api.post("/v1/chat/completions", api.chat_body(LONG_ANSWER, max_tokens=64, stop=["e"]))
+        response = api.post("/v1/chat/completions",
+                            api.chat_body(LONG_ANSWER, max_tokens=64, temperature=0, stop=[stop]))
     finally:
         checks.wait_until_serving(lambda: api.post("/v1/chat/completions", api.chat_body(max_tokens=1)))
-    body = checks.ok_json(response)
-    choice = body["choices"][0]
-    assert "e" not in (choice["message"]["content"] or ""), f"stop sequence 'e' in output: {choice['message']}"
-    assert choice["finish_reason"] == "stop", f"finish_reason {choice['finish_reason']!r} after a stop sequence"
+    choice = checks.ok_json(response)["choices"][0]
+    content = choice["message"]["content"] or ""
+    assert stop not in content, f"stop sequence {stop!r} (from the greedy answer {said[:120]!r}) in output: {content!r}"
+    assert choice["finish_reason"] == "stop", (f"finish_reason {choice['finish_reason']!r} with stop={[stop]} (a "
+                                               f"word of the greedy answer {said[:120]!r}); output {content[:120]!r}")
 
 
 def test_greedy_decoding_is_deterministic(api, llama4_engine):

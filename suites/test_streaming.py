@@ -91,8 +91,14 @@ def test_streamed_text_matches_non_streamed_at_temperature_zero(api, llama4_engi
 
 
 @pytest.mark.exclusive  # Dynamo 1.4.2 answers 503 for seconds after it (see waivers.yaml)
-def test_stop_sequence_ends_a_stream(api):
-    body = api.chat_body("Write a detailed essay on the history of GPUs.", max_tokens=64, stop=["e"])
+def test_stop_sequence_ends_a_stream(api, llama4_engine):
+    """A stream ends before a stop string the model itself produces (taken from its greedy answer)."""
+    prompt = "Write a detailed essay on the history of GPUs."
+    greedy = checks.ok_json(api.post("/v1/chat/completions", api.chat_body(prompt, max_tokens=64, temperature=0)))
+    said = greedy["choices"][0]["message"]["content"] or ""
+    stop = checks.stop_string(said, llama4_engine.deterministic_text)
+    assert stop, f"the greedy answer has nothing to stop at: {said!r}"
+    body = api.chat_body(prompt, max_tokens=64, temperature=0, stop=[stop])
     try:
         stream = api.stream("/v1/chat/completions", body)
     finally:
@@ -102,9 +108,9 @@ def test_stop_sequence_ends_a_stream(api):
     errors = [c for c in chunks if "error" in c]
     assert not errors, f"the stream carried an error event: {errors[0]}"
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
-    assert "e" not in text, f"stop sequence 'e' in streamed output: {text[:200]!r}"
+    assert stop not in text, f"stop sequence {stop!r} (from the greedy answer {said[:120]!r}) in output: {text[:200]!r}"
     reasons = [choice["finish_reason"] for c in chunks for choice in c["choices"] if choice.get("finish_reason")]
-    assert reasons == ["stop"], f"finish_reasons after a stop sequence: {reasons}"
+    assert reasons == ["stop"], f"finish_reasons with stop={[stop]} (a word of the greedy answer): {reasons}"
 
 
 def test_completion_stream(api):

@@ -299,7 +299,8 @@ class FaultHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/v1/models":
             self._json(200, {"object": "list", "data": [
-                {"id": MODEL, "object": "model", "created": MODELS_CREATED, "owned_by": "pytest-llama4"}]})
+                {"id": MODEL, "object": "model", "created": MODELS_CREATED, "owned_by": "pytest-llama4",
+                 "max_model_len": CONTEXT_TOKENS}]})  # as vLLM says it: the oversize prompt is sized from it
         elif self.path == "/health":
             self._json(200, {"status": "healthy"})
         elif self.path == "/metrics":

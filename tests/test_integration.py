@@ -205,11 +205,13 @@ def test_endpoint_runs_the_suites_against_a_deployment_started_by_hand(pytester,
     try:
         url = re.search(r"at (http://\S+),", kept.stdout.str()).group(1)
         release = importlib.metadata.version("ai-dynamo")  # an endpoint's release is what the user says it is
-        result = run_pytest(pytester, tmp_path / "second", str(SUITES), f"--endpoint={url}",
+        result = run_pytest(pytester, tmp_path / "second", str(SUITES), f"--endpoint={url}", "--engine=mocker",
                             f"--dynamo-version={release}")
         assert result.ret == 0, result.stdout.str()[-3000:]
         assert result.parseoutcomes()["passed"] >= 20
-        result.stdout.fnmatch_lines([f"deployment: mocker existing endpoint at {url}, model *"])
+        result.stdout.fnmatch_lines([f"deployment: mocker existing endpoint at {url}, model *",
+                                     "detected: a Dynamo frontend (its /health lists worker instances); the engine "
+                                     "behind it does not say which it is (/v1/models owned_by 'nvidia')"])
     finally:
         for pid in pids:
             os.killpg(pid, signal.SIGKILL)

@@ -33,7 +33,7 @@ def test_waiver_turns_a_known_deviation_into_a_strict_xfail_on_the_releases_it_n
         """)
     on_1_4 = pytester.runpytest("--waivers=waivers.yaml", "--dynamo-version=1.4.2", "-rxXf")
     on_1_4.assert_outcomes(xfailed=2, failed=2)  # [b] passes unexpectedly: strict, so it fails
-    on_1_4.stdout.fnmatch_lines(["*XPASS(strict)*known deviation on Dynamo 1.4.2: engine answers 500*"])
+    on_1_4.stdout.fnmatch_lines(["*XPASS(strict)*known deviation of mocker on Dynamo 1.4.2: engine answers 500*"])
     assert "FAILED test_dev.py::test_other_engine" in on_1_4.stdout.str()
     on_1_6 = pytester.runpytest("--waivers=waivers.yaml", "--dynamo-version=1.6.1", "-rxXf")
     on_1_6.assert_outcomes(xfailed=1, failed=3)
@@ -43,12 +43,15 @@ def test_waiver_turns_a_known_deviation_into_a_strict_xfail_on_the_releases_it_n
 def test_an_endpoint_of_unknown_release_gets_no_waiver_and_says_how_to_name_it(pytester):
     pytester.makefile(".yaml", waivers=WAIVERS)
     pytester.makepyfile(test_dev="def test_old_release_only():\n    assert False\n")
-    result = pytester.runpytest("--waivers=waivers.yaml", "--endpoint=http://127.0.0.1:9", "-W",
+    result = pytester.runpytest("--waivers=waivers.yaml", "--endpoint=http://127.0.0.1:9", "--engine=mocker", "-W",
                                 "error::pytest_llama4.plugin.waivers.UnknownRelease")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*the Dynamo release behind --endpoint is unknown*pass --dynamo-version=X.Y.Z*"])
-    named = pytester.runpytest("--waivers=waivers.yaml", "--endpoint=http://127.0.0.1:9", "--dynamo-version=1.4.2")
+    named = pytester.runpytest("--waivers=waivers.yaml", "--endpoint=http://127.0.0.1:9", "--engine=mocker",
+                               "--dynamo-version=1.4.2")
     named.assert_outcomes(xfailed=1)
+    unnamed = pytester.runpytest("--waivers=waivers.yaml", "--endpoint=http://127.0.0.1:9", "--dynamo-version=1.4.2")
+    unnamed.assert_outcomes(failed=1)  # --endpoint without --engine: an unknown engine, whose deviations none waives
 
 
 @pytest.mark.parametrize("entry, wrong", [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Mapping
 
 import requests
@@ -77,3 +78,14 @@ def wait_until_serving(post_probe, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and post_probe().status_code != 200:
         time.sleep(0.5)
+
+
+def stop_string(text: str, deterministic: bool) -> str | None:
+    """A stop string the model will produce again, taken from its own greedy answer `text`: the third word for an
+    engine whose temperature-0 text repeats (generation must end right before it), else the character it produced
+    most (an engine of random token ids would not repeat a word). None when the answer has nothing to take."""
+    words = text.split()
+    if deterministic:
+        return words[min(2, len(words) - 1)] if words else None
+    characters = Counter(c for c in text if c.isalnum())
+    return characters.most_common(1)[0][0] if characters else None

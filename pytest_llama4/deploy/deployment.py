@@ -17,7 +17,8 @@ import requests
 from ..config.settings import Settings
 from ..config.topology import Plan, Service
 from . import interrupts, readiness, services
-from .engines import engine_for
+from .detect import Detected, detect
+from .engines import engine_for, waived_engine
 from .engines.base import Command
 from .launchers.base import Launcher, ServiceHandle
 from .logtail import framed, tail
@@ -42,6 +43,12 @@ class Deployment:
     scratch_dir: Path | None = None  # discovery store and control-plane data, removed on stop
     progress: Callable[[str], None] = field(default=print, repr=False)  # where progress lines go while it starts
     stopped: bool = False
+    detected: Detected | None = None  # for an --endpoint: what the server says it is
+
+    @property
+    def waived_engine(self) -> str:
+        """The engine whose known deviations apply: the one named, or the one an unnamed endpoint says it is."""
+        return waived_engine(self.settings.engine, self.detected.engine if self.detected else None)
 
     @property
     def served_model(self) -> str:
@@ -60,15 +67,17 @@ class Deployment:
     def hand_over(self) -> dict[str, Any]:
         """What another process (an xdist worker) needs to use this deployment: JSON values only."""
         return {"base_url": self.base_url, "launched": self.plan is not None, "logs_dir": str(self.logs_dir),
-                "dynamo_version": self.settings.dynamo_version}
+                "dynamo_version": self.settings.dynamo_version,
+                "detected": dataclasses.astuple(self.detected) if self.detected else None}
 
     @classmethod
     def taken_over(cls, settings: Settings, handed: Mapping[str, Any]) -> Deployment:
         """The deployment another process launched, as `hand_over` described it: its address, plan and report,
         with the Dynamo release its preflight found; the launching process watches and stops it."""
         settings = dataclasses.replace(settings, dynamo_version=handed["dynamo_version"])
+        detected = Detected(*handed["detected"]) if handed.get("detected") else None
         return cls(settings, settings.plan if handed["launched"] else None, handed["base_url"],
-                   Path(handed["logs_dir"]))
+                   Path(handed["logs_dir"]), detected=detected)
 
     def phase(self, name: str, budget: float, option: str) -> Phase:
         """A startup phase starting now, reporting progress where this deployment does."""
@@ -113,6 +122,7 @@ def connect_endpoint(settings: Settings, logs_dir: Path, progress: Callable[[str
     """Use a deployment someone else started: launch nothing, check it serves the model."""
     deployment = Deployment(settings, None, str(settings.endpoint).rstrip("/"), logs_dir, progress=progress)
     _wait_ready(deployment)
+    deployment.detected = detect(deployment.base_url, deployment.served_model)
     return deployment
 
 

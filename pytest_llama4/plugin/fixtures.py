@@ -6,18 +6,18 @@ import contextlib
 import fcntl
 import functools
 import json
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 import openai
 import pytest
+import requests
 
 from ..api.client import ApiClient
 from ..config.resolve import declared
 from ..config.settings import Settings
-from ..deploy import services
+from ..deploy import engine_limits, services
 from ..deploy.deployment import Deployment, DeploymentError
 from ..deploy.engines import engine_for
 from ..deploy.engines.base import Engine
@@ -57,6 +57,8 @@ def deployment(pytestconfig: pytest.Config, record_testsuite_property) -> Iterat
     except STARTUP_ERRORS as error:
         pytest.exit(f"pytest-llama4: {error}", returncode=pytest.ExitCode.TESTS_FAILED)
     record_testsuite_property("deployment", dep.describe())
+    if dep.detected is not None:
+        record_testsuite_property("detected", dep.detected.description)
     yield dep
     if not shared and not run.settings.keep_deployment:
         dep.stop()
@@ -191,6 +193,26 @@ def container_key_verdicts(request: pytest.FixtureRequest, llama4_settings: Sett
 
 
 @pytest.fixture(scope="session")
+def context_window(deployment: Deployment, llama4_settings: Settings) -> int | str:
+    """The longest sequence (prompt + output, in tokens) the deployment admits, or why it is not known: what the
+    server says (`max_model_len` in /v1/models, as vLLM reports it), else the engine configs it runs with."""
+    try:
+        listed = requests.get(f"{deployment.base_url}/v1/models", timeout=10).json().get("data") or []
+    except (requests.RequestException, ValueError, AttributeError):
+        listed = []
+    said = [m.get("max_model_len") for m in listed if isinstance(m, dict) and m.get("id") == deployment.served_model]
+    if said and isinstance(said[0], int):
+        return said[0]
+    limits = engine_limits.for_settings(llama4_settings)
+    if isinstance(limits, str):
+        return f"the context window is unknown: /v1/models does not say it, and {limits}"
+    if limits.max_seq_len is None:
+        return (f"the context window is unknown: /v1/models does not say it, and {limits.source} sets no "
+                "max_seq_len (the model's own limit applies)")
+    return limits.max_seq_len
+
+
+@pytest.fixture(scope="session")
 def load_progress(pytestconfig: pytest.Config, llama4_settings: Settings) -> Progress | None:
     """Progress lines for a measuring scenario (pass it to run_load): on the terminal past output capture, every
     --progress-interval seconds; none under -q. Measuring tests run one at a time, so under xdist too a scenario's
@@ -229,15 +251,15 @@ def _llama4_run_lock(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _llama4_known_deviations(request: pytest.FixtureRequest, llama4_settings: Settings) -> None:
-    """The waivers of this test that cover the Dynamo release the deployment runs (known once it started: preflight
-    probes it). An --endpoint's release is known only when --dynamo-version says it; otherwise none applies."""
+    """The waivers of this test that name the deployment's engine (for an unnamed --endpoint, the one it certainly
+    says it is) and cover its Dynamo release (known once it started: preflight probes it; an --endpoint's only when
+    --dynamo-version says it)."""
     if not waivers.candidates(request.node):
         return
-    settings = request.getfixturevalue("deployment").settings if "deployment" in request.fixturenames \
-        else llama4_settings
-    if not settings.launches and declared(request.config, "dynamo_version") is None:
-        warnings.warn(waivers.UnknownRelease(
-            "known deviations are not waived: the Dynamo release behind --endpoint is unknown (its API does not "
-            "say); pass --dynamo-version=X.Y.Z to apply suites/waivers.yaml's entries for it"), stacklevel=1)
-        return
-    waivers.apply(request, settings.dynamo_version)
+    dep = request.getfixturevalue("deployment") if "deployment" in request.fixturenames else None
+    settings = dep.settings if dep is not None else llama4_settings
+    engine = engine_for(dep.waived_engine if dep is not None else settings.engine)
+    release = settings.dynamo_version
+    if engine.runs_dynamo and not settings.launches and declared(request.config, "dynamo_version") is None:
+        release = None
+    waivers.apply(request, engine.name, release, engine.runs_dynamo)

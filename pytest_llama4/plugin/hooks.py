@@ -24,7 +24,8 @@ from .session import RUN_KEY, STARTED_KEY, Run, current_run, new_run_id
 from .startup import start_deployment
 from .xdist import SharedDeploymentHost
 
-ENGINE_DEFAULTED = ("startup_timeout",)  # settings whose default is the engine's (a replay gives them all)
+ENGINE_DEFAULTED = ("startup_timeout", "engine")  # defaults the run decides (an endpoint's engine is unknown; a
+# replay gives them all)
 MARKERS = {
     "schema": "OpenAI response schemas and semantics",
     "streaming": "server-sent-event streaming",
@@ -123,7 +124,7 @@ def _host_for_workers(config: pytest.Config, run: Run) -> SharedDeploymentHost |
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     settings = current_run(config).settings
     if settings.waivers is not None:
-        waivers.mark_candidates(items, waivers.load(settings.waivers), settings.engine)
+        waivers.mark_candidates(items, waivers.load(settings.waivers))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

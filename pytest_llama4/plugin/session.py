@@ -93,6 +93,10 @@ class Run:
         lines = [*self.header, *self.notes]
         if self.deployment is not None:
             lines.append(f"deployment: {self.deployment.describe()}")
+            if self.deployment.detected is not None:
+                lines.append(f"detected: {self.deployment.detected.description}"
+                             + (f"; --engine={self.deployment.waived_engine}'s known deviations apply"
+                                if self.deployment.waived_engine != self.settings.engine else ""))
             if self.startup_seconds is not None:
                 lines.append(f"ready after {self.startup_seconds:.1f}s (pytest start to deployment ready)")
             if self.settings.keep_deployment and self.deployment.handles:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from . import dynamo_mocker, dynamo_trtllm, trtllm_serve
+from . import dynamo_mocker, dynamo_trtllm, trtllm_serve, unknown
 from .base import Engine
 
 if TYPE_CHECKING:
@@ -19,6 +19,7 @@ ENGINES: dict[str, Engine] = {e.name: e for e in (
     dynamo_mocker.ENGINE,
     dynamo_trtllm.ENGINE,
     trtllm_serve.ENGINE,
+    unknown.ENGINE,
 )}
 
 
@@ -29,10 +30,19 @@ def engine_for(name: str) -> Engine:
         raise pytest.UsageError(f"--engine: unknown engine {name!r}; choose one of {', '.join(ENGINES)}") from None
 
 
+def waived_engine(named: str, detected: str | None) -> str:
+    """The engine whose known deviations apply: the one named, or for an unnamed --endpoint the one it certainly
+    says it is (deploy/detect.py)."""
+    return detected if named == unknown.NAME and detected in ENGINES else named
+
+
 def settle(settings: Settings, given: Collection[str] = ()) -> Settings:
     """The engine's part of validating settings: what it can be launched by, what it needs, its defaults (the
-    profile; the startup budget unless `given`, the settings the user gave). Every problem is a pytest.UsageError
-    that says how to fix it."""
+    profile; the startup budget unless `given`, the settings the user gave). An --endpoint without --engine is an
+    unknown engine: nothing engine-specific applies to it. Every problem is a pytest.UsageError that says how to
+    fix it."""
+    if not settings.launches and "engine" not in given:
+        settings = dataclasses.replace(settings, engine=unknown.NAME)
     engine = engine_for(settings.engine)
     _check_launcher(engine, settings)
     if settings.dynamo_python and engine.needs_gpus:
