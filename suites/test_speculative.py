@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from pytest_llama4.config.topology import DECODE, WORKER
+from pytest_llama4.config.topology import DECODE, WORKER, Service
 from pytest_llama4.deploy import services
 from pytest_llama4.measure import golden, prometheus, speculative, validity
 from pytest_llama4.measure.load import Scenario, run_load
 from pytest_llama4.measure.metrics import summarize
+from pytest_llama4.measure.results import AcceptanceResult
 
 pytestmark = pytest.mark.speculative
 
@@ -50,12 +51,15 @@ def _read_counters(base_url: str, workers: list[services.ServiceRecord]) -> spec
     return speculative.from_iteration_stats(rows)
 
 
-def _draft_config(settings) -> Path | None:
-    return settings.decode_engine_config if settings.topology == "disagg" else settings.engine_config
+def _draft_config(settings, engine) -> Path | None:
+    """The engine config of the drafting workers (decode in disagg): the one given, else the engine's own."""
+    role = DECODE if settings.topology == "disagg" else WORKER
+    given = settings.decode_engine_config if role == DECODE else settings.engine_config
+    return settings.on_host(given) if given else engine.default_engine_config(Service(role, 0, node=0))
 
 
 def test_acceptance_length_meets_the_profile_floor(api, deployment, llama4_settings, llama4_engine, profile,
-                                                   record_testsuite_property):
+                                                   record_testsuite_property, acceptance_log):
     if not llama4_engine.drafts_tokens:
         pytest.skip(f"the {llama4_engine.name} does not draft tokens (engine={llama4_engine.name}): its decode "
                     "speed-up is checked by test_mocker_decode_speedup_shows_in_itl")
@@ -65,9 +69,10 @@ def test_acceptance_length_meets_the_profile_floor(api, deployment, llama4_setti
     floor = profile.speculative.get("acceptance_length_floor")
     if floor is None:
         pytest.skip(f"profile {profile.name} sets no speculative.acceptance_length_floor")
-    draft_len = speculative.max_draft_len(_draft_config(llama4_settings))
-    assert draft_len, (f"the engine config {_draft_config(llama4_settings)} has no speculative_config.max_draft_len: "
-                       "this deployment does not decode speculatively")
+    config = _draft_config(llama4_settings, llama4_engine)
+    draft_len = speculative.max_draft_len(config)
+    assert draft_len, (f"the engine config {config} has no speculative_config.max_draft_len (vLLM: speculative-config"
+                       ".num_speculative_tokens): this deployment does not decode speculatively")
     workers = _drafting_workers(deployment.services)
     before = _read_counters(deployment.base_url, workers)
     with ThreadPoolExecutor(ACCEPTANCE_CONCURRENCY) as pool:
@@ -83,6 +88,7 @@ def test_acceptance_length_meets_the_profile_floor(api, deployment, llama4_setti
     length = speculative.acceptance_length(delta, draft_len)
     assert length is not None, f"{ACCEPTANCE_REQUESTS} requests drafted no tokens (counters moved by {delta})"
     record_testsuite_property("speculative.acceptance_length", f"{length:.3f}")
+    acceptance_log(AcceptanceResult(length, delta.drafted, delta.accepted, delta.steps, draft_len, floor))
     assert length >= floor, (f"acceptance length {length:.2f} (max_draft_len {draft_len}: {delta.accepted:g} of "
                              f"{delta.drafted:g} drafted tokens accepted) is under the floor {floor} of profile "
                              f"{profile.name}")
@@ -118,8 +124,11 @@ def _tpot_ms_median(base_url: str, model: str, tokenizer_dir) -> float:
 
 @pytest.mark.slow
 @pytest.mark.exclusive  # measures latency; a second deployment shares the machine meanwhile
-def test_mocker_decode_speedup_shows_in_itl(deployment, llama4_settings, profile, private_deployments,
+def test_mocker_decode_speedup_shows_in_itl(deployment, llama4_settings, llama4_engine, profile, private_deployments,
                                             tokenizer_dir, record_testsuite_property):
+    if llama4_engine.drafts_tokens:
+        pytest.skip(f"the {llama4_engine.name} drafts real tokens: test_acceptance_length_meets_the_profile_floor "
+                    "measures its speculative decoding")
     speedup = _configured_speedup(deployment.run_dir)
     if speedup == 0:
         pytest.skip("--speedup-ratio=0 removes the mocker's simulated delays: there is no decode speed to compare")

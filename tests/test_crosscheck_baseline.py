@@ -4,17 +4,20 @@ import pytest
 
 from pytest_llama4.measure import baseline, crosscheck
 
-BEFORE = {crosscheck.TTFT_COUNT: 10, crosscheck.TTFT_SUM: 1.0}
+SUM, COUNT = crosscheck.TTFT_SERIES[0]
+BEFORE = {COUNT: 10, SUM: 1.0}
 
 
-def test_agreeing_server_and_client():
-    after = {crosscheck.TTFT_COUNT: 20, crosscheck.TTFT_SUM: 1.5}  # 10 requests, 50 ms mean
-    check = crosscheck.compare(BEFORE, after, client_requests=10, client_ttft_ms_mean=58.0)
+@pytest.mark.parametrize("series", crosscheck.TTFT_SERIES, ids=["dynamo-frontend", "vllm"])
+def test_agreeing_server_and_client(series):
+    ttft_sum, ttft_count = series
+    before, after = {ttft_count: 10, ttft_sum: 1.0}, {ttft_count: 20, ttft_sum: 1.5}  # 10 requests, 50 ms mean
+    check = crosscheck.compare(before, after, client_requests=10, client_ttft_ms_mean=58.0)
     assert check.server_ttft_ms_mean == pytest.approx(50.0) and check.problems == ()
 
 
 def test_count_mismatch_and_ttft_disagreement_are_reported():
-    after = {crosscheck.TTFT_COUNT: 18, crosscheck.TTFT_SUM: 1.4}  # 8 seen, 50 ms mean
+    after = {COUNT: 18, SUM: 1.4}  # 8 seen, 50 ms mean
     check = crosscheck.compare(BEFORE, after, client_requests=10, client_ttft_ms_mean=400.0)
     assert check.problems[0] == "the frontend counted 8 first tokens, the client 10 requests"
     assert check.problems[1].startswith("mean TTFT: client 400.0 ms, frontend 50.0 ms")

@@ -47,7 +47,7 @@ def outcomes_by_test(text: str) -> dict[str, str]:
 
 def test_api_suites_pass_on_dynamo_1_6_1_with_its_own_waivers(pytester, tmp_path, newest_dynamo):
     reports = tmp_path / "reports"
-    result = pytester.runpytest_subprocess(*API_SUITES, f"--dynamo-python={newest_dynamo}", "-v", "-rxs", "-p",
+    result = pytester.runpytest_subprocess(*API_SUITES, f"--engine-python={newest_dynamo}", "-v", "-rxs", "-p",
                                            "no:randomly", "-p", "no:cacheprovider", f"--reports-dir={reports}",
                                            timeout=300)
     out = result.stdout.str()

@@ -20,3 +20,8 @@ def test_sums_samples_per_name_filtered_by_labels():
     everything = parse(TEXT)
     assert everything["dynamo_frontend_requests_total"] == 12.0
     assert everything["process_cpu_seconds_total"] == 15.0
+
+
+def test_the_model_filter_matches_vllms_model_name_label_too():
+    text = 'vllm:x_total{engine="0",model_name="m"} 3\nvllm:x_total{engine="0",model_name="other"} 5\n'
+    assert parse(text, model="m") == {"vllm:x_total": 3.0}

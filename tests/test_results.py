@@ -125,3 +125,12 @@ def test_the_run_writes_every_recorded_scenario_in_order(tmp_path: Path) -> None
     assert [s.name for s in perf.scenarios] == ["first", "second"] and perf.run_id == "run-1"
     assert PerfDocument.read(tmp_path / "run-1" / "perf.json") == perf
     assert not (tmp_path / "run-1" / ".perf").exists()
+
+
+def test_the_acceptance_measurement_round_trips_and_is_absent_when_not_measured():
+    from pytest_llama4.measure.results import AcceptanceResult, PerfDocument
+
+    measured = AcceptanceResult(3.7, drafted=550, accepted=508, steps=188, max_draft_len=3, floor=1.5)
+    document = PerfDocument(run_id="r", scenarios=(), speculative=measured)
+    assert PerfDocument.from_dict(json.loads(json.dumps(document.to_dict()))).speculative == measured
+    assert "speculative" not in PerfDocument(run_id="r", scenarios=()).to_dict()

@@ -76,9 +76,9 @@ class Settings:
                              "head node (the default with --image)", choices=DISCOVERY_MODES)
     dynamo_version: str = setting("1.6", "Dynamo release in the container: picks the worker's argv shape",
                                   env="DYNAMO_VERSION")
-    dynamo_python: str | None = setting(None, "mocker without --image: the Python whose ai-dynamo runs the frontend "
-                                        "and mockers (default: pytest's own), e.g. a venv with another Dynamo "
-                                        "release")
+    engine_python: str | None = setting(None, "without --image: the Python that runs the engine's services (the "
+                                        "mocker: a venv with another ai-dynamo release; vllm: a venv with vLLM); "
+                                        "default: pytest's own")
     image: str | None = setting(None, "slurm: container image for every step (pyxis --container-image)", env="IMAGE")
     mounts: str | None = setting(None, "slurm: container mounts, src:dst[,src:dst] (pyxis --container-mounts)",
                                  env="MOUNTS")
@@ -241,15 +241,15 @@ def _check_engine_config(path: Path | None, source: str, image: str | None, moun
                                 f"(shipped ones are under {PROJECT_ROOT}/engine_configs)")
 
 
-def _check_dynamo_python(python: str | None, source: str, image: str | None) -> None:
+def _check_engine_python(python: str | None, source: str, image: str | None) -> None:
     if python is None:
         return
     if image:
-        raise pytest.UsageError(f"{source}: the image brings its own Dynamo and Python; drop --dynamo-python or "
+        raise pytest.UsageError(f"{source}: the image brings its own engine and Python; drop --engine-python or "
                                 "--image")
     if not os.access(python, os.X_OK) or Path(python).is_dir():
         raise pytest.UsageError(f"{source}: {python} is not an executable Python; pass e.g. "
-                                ".venv-dynamo/bin/python (a venv with ai-dynamo installed)")
+                                ".venv-dynamo-1.6.1/bin/python (a venv with the engine installed)")
 
 
 def validate(values: dict[str, Any], sources: dict[str, str], base: Path) -> Settings:
@@ -268,7 +268,7 @@ def validate(values: dict[str, Any], sources: dict[str, str], base: Path) -> Set
     if not re.match(r"^v?\d+\.\d+", str(values["dynamo_version"])):
         raise pytest.UsageError(f"{sources['dynamo_version']}: {values['dynamo_version']!r} is not a Dynamo release; "
                                 "use e.g. --dynamo-version=1.6.1 (see `python3 -m dynamo.frontend --version`)")
-    _check_dynamo_python(values["dynamo_python"], sources["dynamo_python"], values["image"])
+    _check_engine_python(values["engine_python"], sources["engine_python"], values["image"])
     if values["image"] and sources["discovery"].endswith("(default)"):
         values["discovery"] = "etcd"  # the seed's containerised workflow: containers share no discovery directory
     for name in ("prefill_workers", "decode_workers", "num_nodes", "prefill_nodes", "decode_nodes", "gpus_per_node"):

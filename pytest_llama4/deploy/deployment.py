@@ -167,11 +167,9 @@ def launch(settings: Settings, run_dir: Path, launcher: Launcher, before_start: 
 
 
 def _record(service: Service, command: Command, launcher: Launcher, logs_dir: Path) -> services.ServiceRecord:
-    system_port = command.env.get("DYN_SYSTEM_PORT")
     return services.ServiceRecord(
         service.name, service.role, launcher.node_names(service), launcher.node_address(service),
-        str(logs_dir / f"{service.name}.log"), command.argv, services.redact(command.env),
-        int(system_port) if system_port else None)
+        str(logs_dir / f"{service.name}.log"), command.argv, services.redact(command.env), command.metrics_at)
 
 
 def _wait_for_port(deployment: Deployment, service: Service, host: str, port: int) -> None:

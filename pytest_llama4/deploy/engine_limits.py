@@ -5,6 +5,7 @@ longest sequence, read from the engine configs the run will launch with (or was 
     `enable_chunked_prefill` (default false: a prompt longer than `max_num_tokens` cannot be scheduled at all).
   - Dynamo mocker JSON: `max_num_batched_tokens`, `max_model_len` (the plugin adds 8192 when the file has none),
     `enable_chunked_prefill` (the mocker's default is true).
+  - vLLM arguments: `max-num-batched-tokens`, `max-model-len`, `enable-chunked-prefill` (vLLM's default is true).
 
 Aggregated: the worker's config. Disaggregated: the prefill worker's budget (it takes the prompts), and the
 shorter of the two sides' sequence limits (the decode worker holds prompt + output).
@@ -20,7 +21,7 @@ import yaml
 
 from ..config.settings import Settings
 from ..config.topology import DECODE, PREFILL, WORKER, Service
-from .engines import dynamo_mocker, engine_for
+from .engines import dynamo_mocker, engine_for, vllm_serve
 
 # The seed guide's known issue: `max_num_tokens: 8448` (its max_seq_len) can OOM aggregated serving.
 SEED_MAX_NUM_TOKENS = 8448
@@ -74,6 +75,8 @@ def _for_settings(settings: Settings) -> TokenLimits | str:
         return _limits(loaded, "max_num_batched_tokens", "max_model_len", chunked_default=True,
                        source=", ".join(str(p or dynamo_mocker.default_engine_config(Service(r, 0, 0)))
                                         for r, p in configs.items()))
+    if engine_for(settings.engine).config_format == "vllm-args":
+        return _vllm_limits(settings, configs)
     unknown = [role for role, path in configs.items() if path is None]
     if unknown:
         return (f"no engine config for {', '.join(unknown)} (--engine-config / --prefill-engine-config / "
@@ -87,6 +90,18 @@ def _for_settings(settings: Settings) -> TokenLimits | str:
         loaded[role].setdefault("max_num_tokens", TRTLLM_DEFAULT_MAX_NUM_TOKENS)
     return _limits(loaded, "max_num_tokens", "max_seq_len", chunked_default=False,
                    source=", ".join(str(p) for p in configs.values()))
+
+
+def _vllm_limits(settings: Settings, configs: dict[str, Path | None]) -> TokenLimits:
+    """`vllm serve` arguments: `max-model-len` (default: the model's), `max-num-batched-tokens`, and
+    `enable-chunked-prefill` (on by default in vLLM's V1 engine)."""
+    engine = engine_for(settings.engine)
+    paths = {role: settings.on_host(p) if p else engine.default_engine_config(Service(role, 0, 0))
+             for role, p in configs.items()}
+    loaded = {role: {k.replace("_", "-"): v for k, v in vllm_serve.read_config(p)[0].items()} if p else {}
+              for role, p in paths.items()}
+    return _limits(loaded, "max-num-batched-tokens", "max-model-len", chunked_default=True,
+                   source=", ".join(str(p) for p in paths.values()))
 
 
 def _config_path(settings: Settings, role: str) -> Path | None:

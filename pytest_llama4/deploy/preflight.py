@@ -267,7 +267,8 @@ def _port_owner(port: int, service: Service, settings: Settings) -> str:
 def _python(plan: Plan, wiring: Wiring) -> str:
     """The interpreter the services run (this venv's for the mocker, the image's python3 for Dynamo + TensorRT-LLM),
     so the probe sees the Python packages they will."""
-    program = wiring.commands[plan.frontend].argv[0]
+    serving = wiring.commands.get(plan.frontend) or wiring.commands[plan.workers[0]]  # a server without frontend
+    program = serving.argv[0]
     return program if "python" in Path(program).name else "python3"
 
 

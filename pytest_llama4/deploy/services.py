@@ -24,7 +24,7 @@ class ServiceRecord:
     log: str
     argv: tuple[str, ...]
     env: dict[str, str]  # what the plugin set on top of the launcher's environment, secrets redacted
-    system_port: int | None = None  # Dynamo worker's DYN_SYSTEM_PORT: /metrics, /health
+    system_port: int | None = None  # where its /metrics is: a Dynamo worker's DYN_SYSTEM_PORT, a server's own port
 
     @property
     def metrics_url(self) -> str | None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TTFT_SUM = "dynamo_frontend_time_to_first_token_seconds_sum"
-TTFT_COUNT = "dynamo_frontend_time_to_first_token_seconds_count"
+# (sum, count) of the server's TTFT histogram: Dynamo's frontend, or vLLM's server (vllm/v1/metrics/loggers.py).
+TTFT_SERIES = (("dynamo_frontend_time_to_first_token_seconds_sum", "dynamo_frontend_time_to_first_token_seconds_count"),
+               ("vllm:time_to_first_token_seconds_sum", "vllm:time_to_first_token_seconds_count"))
 DEFAULT_TOLERANCE_MS = 25.0
 DEFAULT_TOLERANCE_PCT = 50.0
 
@@ -25,8 +26,9 @@ def compare(before: dict[str, float], after: dict[str, float], client_requests: 
     """`client_requests` counts every request the client sent in the window (warm-up included), so the
     frontend must have seen exactly as many first tokens. TTFT: the client's mean includes HTTP and network time
     the server cannot see, so it may exceed the server's, but not by more than the tolerance (ms or percent)."""
-    count = after.get(TTFT_COUNT, 0.0) - before.get(TTFT_COUNT, 0.0)
-    total = after.get(TTFT_SUM, 0.0) - before.get(TTFT_SUM, 0.0)
+    ttft_sum, ttft_count = next((pair for pair in TTFT_SERIES if pair[1] in after), TTFT_SERIES[0])
+    count = after.get(ttft_count, 0.0) - before.get(ttft_count, 0.0)
+    total = after.get(ttft_sum, 0.0) - before.get(ttft_sum, 0.0)
     server_mean = total / count * 1000 if count else None
     problems = []
     if round(count) != client_requests:

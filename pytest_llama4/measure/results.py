@@ -108,6 +108,29 @@ class ScenarioResult:
             valid=_field(data, "valid", (bool, _NONE), where, None))
 
 
+@dataclass(frozen=True)
+class AcceptanceResult:
+    """Speculative decoding as the engine counted it over the speculative suite's requests."""
+
+    acceptance_length: float  # 1 + accepted drafts per drafting step
+    drafted: float
+    accepted: float
+    steps: float | None  # drafting steps, where the engine counts them (else drafted / max_draft_len)
+    max_draft_len: int
+    floor: float | None  # the profile's speculative.acceptance_length_floor
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: object, where: str = "speculative") -> AcceptanceResult:
+        return cls(acceptance_length=_field(data, "acceptance_length", _NUMBER, where),
+                   drafted=_field(data, "drafted", _NUMBER, where), accepted=_field(data, "accepted", _NUMBER, where),
+                   steps=_field(data, "steps", _NUMBER_OR_NONE, where, None),
+                   max_draft_len=_field(data, "max_draft_len", int, where),
+                   floor=_field(data, "floor", _NUMBER_OR_NONE, where, None))
+
+
 @dataclass(frozen=True, kw_only=True)
 class PerfDocument:
     """perf.json: the run it came from and every scenario it measured, in the order they were recorded."""
@@ -117,9 +140,13 @@ class PerfDocument:
     deployment: str | None = None  # Deployment.describe(); None when none was started
     profile: str | None = None
     scenarios: tuple[ScenarioResult, ...]
+    speculative: AcceptanceResult | None = None  # absent from runs that measured no acceptance
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        document = asdict(self)
+        if self.speculative is None:
+            del document["speculative"]  # the file keeps the shape it had before acceptance was recorded
+        return document
 
     @classmethod
     def from_dict(cls, data: object) -> PerfDocument:
@@ -128,7 +155,9 @@ class PerfDocument:
                    deployment=_field(data, "deployment", _TEXT_OR_NONE, "", None),
                    profile=_field(data, "profile", _TEXT_OR_NONE, "", None),
                    scenarios=tuple(ScenarioResult.from_dict(entry, f"scenarios[{i}]")
-                                   for i, entry in enumerate(_field(data, "scenarios", list, ""))))
+                                   for i, entry in enumerate(_field(data, "scenarios", list, ""))),
+                   speculative=AcceptanceResult.from_dict(data["speculative"])
+                   if isinstance(data, dict) and data.get("speculative") is not None else None)
 
     def write(self, path: Path) -> Path:
         path.write_text(json.dumps(self.to_dict(), indent=1))

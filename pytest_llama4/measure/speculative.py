@@ -17,6 +17,11 @@ from ..deploy.engines.dynamo_mocker import read_engine_args
 
 DRAFTED = "trtllm_spec_decode_num_draft_tokens_total"
 ACCEPTED = "trtllm_spec_decode_num_accepted_tokens_total"
+# vLLM's (vllm/v1/spec_decode/metrics.py SpecDecodingProm, 0.31.0): drafted and accepted tokens, and the drafting
+# steps themselves (its own acceptance length is 1 + accepted / drafts, as acceptance_length computes it).
+VLLM_DRAFTED = "vllm:spec_decode_num_draft_tokens_total"
+VLLM_ACCEPTED = "vllm:spec_decode_num_accepted_tokens_total"
+VLLM_DRAFTS = "vllm:spec_decode_num_drafts_total"
 ENABLE_HINT = ("set `enable_iter_perf_stats: true` and `return_perf_metrics: true` in the engine config (the LLM-API "
                "YAML); Dynamo releases before ai-dynamo/dynamo#12162 set both when dynamo.trtllm is started with "
                "--publish-kv-events")
@@ -40,7 +45,10 @@ class DraftCounters:
 
 
 def from_prometheus(figures: dict[str, float]) -> DraftCounters | None:
-    """None when the engine publishes no speculative-decoding counters."""
+    """TensorRT-LLM's counters, or vLLM's (with its count of drafting steps); None when the engine publishes
+    neither."""
+    if VLLM_DRAFTED in figures and VLLM_ACCEPTED in figures:
+        return DraftCounters(figures[VLLM_DRAFTED], figures[VLLM_ACCEPTED], figures.get(VLLM_DRAFTS))
     if DRAFTED not in figures or ACCEPTED not in figures:
         return None
     return DraftCounters(figures[DRAFTED], figures[ACCEPTED])
@@ -71,11 +79,15 @@ def acceptance_length(delta: DraftCounters, max_draft_len: int) -> float | None:
 
 
 def max_draft_len(engine_config: Path | None) -> int | None:
-    """`speculative_config.max_draft_len` of an LLM-API YAML; None when it has no speculative config."""
+    """Tokens drafted per step: `speculative_config.max_draft_len` of an LLM-API YAML, or vLLM's
+    `speculative-config.num_speculative_tokens`; None when the config has no speculative decoding."""
     if engine_config is None or not engine_config.is_file():
         return None
     config = yaml.safe_load(engine_config.read_text()) or {}
-    value = (config.get("speculative_config") or {}).get("max_draft_len")
+    speculative = config.get("speculative_config") or config.get("speculative-config") or {}
+    if isinstance(speculative, str):  # vLLM takes it as a JSON string too
+        speculative = yaml.safe_load(speculative) or {}
+    value = speculative.get("max_draft_len") or speculative.get("num_speculative_tokens")
     return int(value) if value else None
 
 

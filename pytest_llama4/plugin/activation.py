@@ -27,7 +27,7 @@ SWITCH = "llama4"
 # The fixtures of plugin/fixtures.py that suites use (tests/test_activation.py keeps this list in step).
 FIXTURES = ("llama4_settings", "llama4_engine", "deployment", "private_deployments", "launched_services", "gpu_monitor",
             "served_model", "base_url", "api", "openai_client", "profile", "perf_log", "load_progress", "tokenizer_dir",
-            "container_key_verdicts", "context_window",
+            "container_key_verdicts", "context_window", "acceptance_log",
             "service_processes")
 
 

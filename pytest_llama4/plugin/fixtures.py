@@ -25,7 +25,7 @@ from ..measure import host_memory
 from ..measure.host_memory import NO_SERVICES_OF_OURS
 from ..measure.load import Progress
 from ..measure.profiles import Profile
-from ..measure.results import ScenarioResult
+from ..measure.results import AcceptanceResult, ScenarioResult
 from ..measure.telemetry import GpuMonitor, NoGpu, monitor_for
 from . import properties, waivers
 from .session import Run, current_run
@@ -175,6 +175,12 @@ def profile(pytestconfig: pytest.Config) -> Profile:
 def perf_log(pytestconfig: pytest.Config) -> Callable[[ScenarioResult], None]:
     """Record one scenario's results; all of them are written to reports/<run-id>/perf.json at the end."""
     return current_run(pytestconfig).record_perf
+
+
+@pytest.fixture(scope="session")
+def acceptance_log(pytestconfig: pytest.Config) -> Callable[[AcceptanceResult], None]:
+    """Record the speculative suite's acceptance measurement; it is written to perf.json and the summary."""
+    return current_run(pytestconfig).record_acceptance
 
 
 @pytest.fixture(scope="session")

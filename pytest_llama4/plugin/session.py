@@ -19,13 +19,16 @@ from ..deploy.launchers.allocation import Allocation
 from ..deploy.launchers.base import Launcher
 from ..measure.profiles import Profile
 from ..measure.results import FILE as PERF_FILE
-from ..measure.results import PerfDocument, ScenarioResult
+from ..measure.results import AcceptanceResult, PerfDocument, ScenarioResult
 from .xdist import SharedDeploymentHost
 
 
 def new_run_id() -> str:
     """Sortable by start time, unique across concurrent runs: 20261124-203000-1a2b."""
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+ACCEPTANCE_PART = ".acceptance.json"  # the speculative suite's measurement, until perf.json is written
 
 
 @dataclass
@@ -52,18 +55,27 @@ class Run:
         parts.mkdir(parents=True, exist_ok=True)
         (parts / f"{time.monotonic_ns()}-{os.getpid()}.json").write_text(json.dumps(result.to_dict()))
 
+    def record_acceptance(self, result: AcceptanceResult) -> None:
+        """The speculative suite's acceptance measurement, for perf.json (from whichever process measured it)."""
+        (self.run_dir / ACCEPTANCE_PART).write_text(json.dumps(result.to_dict()))
+
     def write_perf(self) -> PerfDocument | None:
-        """reports/<run-id>/perf.json (what --baseline reads next time), from every recorded scenario."""
+        """reports/<run-id>/perf.json (what --baseline reads next time), from every recorded scenario and the
+        acceptance measurement."""
         parts = sorted((self.run_dir / ".perf").glob("*.json"), key=lambda p: int(p.name.split("-")[0]))
-        if not parts:
+        acceptance = self.run_dir / ACCEPTANCE_PART
+        if not parts and not acceptance.is_file():
             return None
         perf = PerfDocument(
             run_id=self.run_id, settings=self.settings.as_properties(),
             deployment=self.deployment.describe() if self.deployment else None,
             profile=self.profile.name if self.profile else None,
-            scenarios=tuple(ScenarioResult.from_dict(json.loads(p.read_text()), p.name) for p in parts))
+            scenarios=tuple(ScenarioResult.from_dict(json.loads(p.read_text()), p.name) for p in parts),
+            speculative=AcceptanceResult.from_dict(json.loads(acceptance.read_text())) if acceptance.is_file()
+            else None)
         perf.write(self.run_dir / PERF_FILE)
         shutil.rmtree(self.run_dir / ".perf", ignore_errors=True)
+        acceptance.unlink(missing_ok=True)
         return perf
 
     def slurm_allocation(self) -> Allocation | None:

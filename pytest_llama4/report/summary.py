@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..measure.results import PerfDocument, ScenarioResult
+from ..measure.results import AcceptanceResult, PerfDocument, ScenarioResult
 from ..measure.telemetry import CSV_FILE as GPU_CSV_FILE
 from ..measure.telemetry import GpuSample, node_peak_used_mib, peak_used_mib, read_csv
 
@@ -202,6 +202,8 @@ def _page(
     ]
     if perf is not None:
         parts.append(_perf_section(scenarios, plots_html))
+    if perf is not None and perf.speculative is not None:
+        parts.append(_acceptance_section(perf.speculative))
     parts.append(gpu_html)
     parts.append(_settings_section(settings))
     parts.append("</main></body></html>\n")
@@ -271,6 +273,16 @@ def _settings_section(settings: dict[str, str]) -> str:
 
 
 # --- perf ---------------------------------------------------------------------------------------------------
+
+
+def _acceptance_section(result: AcceptanceResult) -> str:
+    steps = (f"{result.steps:g} drafting steps (the engine's count)" if result.steps is not None
+             else f"{result.drafted / max(result.max_draft_len, 1):g} drafting steps (drafted / max_draft_len)")
+    floor = f"; the profile's floor is {result.floor:g}" if result.floor is not None else ""
+    return ('<section id="speculative"><h2>Speculative decoding</h2>'
+            f"<p>speculative.acceptance_length <b>{result.acceptance_length:.3f}</b>: {result.accepted:g} of "
+            f"{result.drafted:g} drafted tokens accepted over {_e(steps)}, max_draft_len {result.max_draft_len}"
+            f"{_e(floor)}.</p></section>")
 
 
 def _perf_section(scenarios: list[ScenarioResult], plots_html: str) -> str:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from . import dynamo_mocker, dynamo_trtllm, trtllm_serve, unknown
+from . import dynamo_mocker, dynamo_trtllm, trtllm_serve, unknown, vllm_serve
 from .base import Engine
 
 if TYPE_CHECKING:
@@ -19,6 +19,7 @@ ENGINES: dict[str, Engine] = {e.name: e for e in (
     dynamo_mocker.ENGINE,
     dynamo_trtllm.ENGINE,
     trtllm_serve.ENGINE,
+    vllm_serve.ENGINE,
     unknown.ENGINE,
 )}
 
@@ -45,9 +46,9 @@ def settle(settings: Settings, given: Collection[str] = ()) -> Settings:
         settings = dataclasses.replace(settings, engine=unknown.NAME)
     engine = engine_for(settings.engine)
     _check_launcher(engine, settings)
-    if settings.dynamo_python and engine.needs_gpus:
-        raise pytest.UsageError(f"--dynamo-python picks the Dynamo that runs the mocker outside an image; "
-                                f"--engine={engine.name} runs the Python of the nodes' image: drop --dynamo-python")
+    if settings.engine_python and engine.needs_gpus:
+        raise pytest.UsageError(f"--engine-python picks the Python that runs a CPU engine outside an image; "
+                                f"--engine={engine.name} runs the Python of the nodes' image: drop --engine-python")
     engine.check(settings)
     defaults: dict[str, object] = {}
     if settings.profile is None and settings.profile_file is None and engine.default_profile:

@@ -30,6 +30,12 @@ class Command:
     tasks_per_node: int = 1  # >1: one task per GPU, launched under MPI
     mpi: bool = False  # srun must pass --mpi=pmix (and --oversubscribe, as the seed scripts do)
     gpus_per_node: int = 0  # GPUs the step asks for on each node (srun gives a step GPUs only when it asks)
+    metrics_port: int | None = None  # where its Prometheus /metrics is served (a Dynamo worker: DYN_SYSTEM_PORT)
+
+    @property
+    def metrics_at(self) -> int | None:
+        system_port = self.env.get("DYN_SYSTEM_PORT")
+        return self.metrics_port or (int(system_port) if system_port else None)
 
     def shell(self) -> str:
         """The command as one copy-pasteable shell line (for logs and error messages)."""

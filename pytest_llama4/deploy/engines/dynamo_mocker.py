@@ -147,7 +147,7 @@ class MockerEngine:
         return ensure_model_dir()
 
     def python(self, settings: Settings) -> str:
-        return "python3" if settings.image else settings.dynamo_python or sys.executable
+        return "python3" if settings.image else settings.engine_python or sys.executable
 
     def release_uses(self, dynamo_version: str) -> str:
         layout = "nested" if release(dynamo_version).mocker_args_nested else "flat"

@@ -1,0 +1,94 @@
+"""A real inference engine in CI: vLLM's CPU build (.venv-vllm, made by scripts/setup --tests) launched by the
+plugin, serving the fixture model with random weights and n-gram speculative decoding. The suites pass on it with
+acceptance measured from its own counters; without speculation the speculative suite fails, saying why; and the
+same server tested as a bare --endpoint passes with no other option, detected as vLLM."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from .test_integration import assert_nothing_left, run_ids
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+SUITES = [str(ROOT / "suites" / f"test_{name}.py")
+          for name in ("schema", "streaming", "errors", "speculative", "memory", "throughput")]
+# What a healthy CPU vLLM skips, and why: no GPU here, no golden file for a random model, and no second test of the
+# mocker's simulated speed-up.
+EXPECTED_SKIPS = {
+    "test_peak_gpu_memory_stays_under_the_limit": "no GPU telemetry",
+    "test_greedy_outputs_match_the_golden_file": "no golden file",
+    "test_mocker_decode_speedup_shows_in_itl": "the vllm drafts real tokens",
+    "test_prompts_filling_max_num_tokens_complete": "sets no max_num_tokens",
+}
+
+
+@pytest.fixture
+def vllm_python() -> Path:
+    if not VLLM_PYTHON.exists():
+        reason = f"{VLLM_PYTHON} is missing: ./scripts/setup --tests creates it"
+        if os.environ.get("CI"):
+            pytest.fail(f"the vLLM tests must run in CI, but {reason}")
+        pytest.skip(reason)
+    return VLLM_PYTHON
+
+
+def run(pytester, reports: Path, *args: str):
+    return pytester.runpytest_subprocess(*args, f"--reports-dir={reports}", "-p", "no:cacheprovider", "-p",
+                                         "no:randomly", "-rs", timeout=600)
+
+
+def skipped(junit: Path) -> dict[str, str]:
+    cases = ET.parse(junit).getroot().iter("testcase")
+    return {re.sub(r"\[.*", "", c.get("name")): s.get("message", "") for c in cases for s in c.findall("skipped")}
+
+
+def test_the_suites_pass_on_a_launched_vllm_and_on_it_as_a_bare_endpoint(pytester, tmp_path, vllm_python):
+    first = tmp_path / "launched"
+    result = run(pytester, first, *SUITES, "--engine=vllm", f"--engine-python={vllm_python}", "--keep-deployment")
+    out = result.stdout.str()
+    pids = [int(p) for p in re.findall(r"kill -TERM -- -(\d+)", out)]
+    try:
+        assert result.ret == 0, out[-4000:]
+        (run_id,) = run_ids(first)
+        report = first / run_id
+        skips = skipped(report / "junit.xml")
+        assert set(skips) == set(EXPECTED_SKIPS), skips
+        assert all(EXPECTED_SKIPS[name] in message for name, message in skips.items()), skips
+        props = {p.get("name"): p.get("value") for p in ET.parse(report / "junit.xml").getroot().iter("property")}
+        assert float(props["speculative.acceptance_length"]) >= 1.5, "measured from vllm:spec_decode_* counters"
+        perf = json.loads((report / "perf.json").read_text())
+        assert [s["name"] for s in perf["scenarios"]] == ["chat-isl128-osl32-c4"]
+        assert "speculative.acceptance_length" in (report / "summary.html").read_text()
+        url = re.search(r"at (http://\S+),", out).group(1)
+        bare = run(pytester, tmp_path / "endpoint", *SUITES[:3], f"--endpoint={url}",
+                   "--served-model-name=nvidia/Llama-4-Maverick-17B-128E-Instruct-FP8")
+        assert bare.ret == 0, bare.stdout.str()[-4000:]
+        bare.stdout.fnmatch_lines(["deployment: unknown existing endpoint at *",
+                                   "detected: vLLM 0.31.0 (/v1/models owned_by 'vllm', /version); --engine=vllm's "
+                                   "known deviations apply"])
+        assert "skipped" not in bare.parseoutcomes(), bare.stdout.str()[-2000:]
+    finally:
+        for pid in pids:
+            os.killpg(pid, signal.SIGKILL)
+
+
+def test_without_speculation_the_acceptance_test_fails_saying_so(pytester, tmp_path, vllm_python):
+    reports = tmp_path / "reports"
+    result = run(pytester, reports, SUITES[3], "-k", "acceptance", "--engine=vllm",
+                 f"--engine-python={vllm_python}",
+                 f"--engine-config={ROOT / 'engine_configs' / 'vllm' / 'cpu_no_speculation.yaml'}")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*cpu_no_speculation.yaml has no speculative_config.max_draft_len (vLLM: "
+                                 "speculative-config.num_speculative_tokens): this deployment does not decode "
+                                 "speculatively*"])
+    assert_nothing_left(reports)
