@@ -103,7 +103,7 @@ def test_greedy_outputs_match_the_golden_file(api, llama4_settings, llama4_engin
         outputs = dict(zip(golden.PROMPTS, pool.map(lambda p: _greedy(api, p), golden.PROMPTS), strict=True))
     if llama4_settings.record_golden:
         golden.record(path, outputs, {"engine": llama4_settings.engine, "model": llama4_settings.served_model_name,
-                                      "engine_config": str(_draft_config(llama4_settings) or "")})
+                                      "engine_config": str(_draft_config(llama4_settings, llama4_engine) or "")})
         pytest.skip(f"recorded {len(outputs)} greedy outputs in {path}: rerun without --record-golden to compare")
     if not path.is_file():
         pytest.skip(f"no golden file {path}: record one from a known-good deployment with --record-golden")
