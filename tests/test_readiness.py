@@ -105,3 +105,11 @@ def test_a_control_plane_that_never_listens_reports_progress_then_fails_naming_t
     assert len(lines) >= 2 and all(line.startswith("pytest-llama4: control plane: ") and
                                    f"of 1.6s (--control-plane-timeout), etcd-0 is not listening on 127.0.0.1:{port} "
                                    "yet" in line for line in lines), lines
+
+
+def test_an_api_not_answering_blames_the_frontend_or_else_every_service():
+    from pytest_llama4.deploy.readiness import Readiness, roles_to_blame
+
+    silent = Readiness(False, ("the API at http://h:1 not answering: ConnectionError",), ("frontend",))
+    assert roles_to_blame(silent, ["frontend", "worker"]) == ["frontend"]
+    assert roles_to_blame(silent, ["worker"]) == ["worker"], "a standalone server's own log explains it"

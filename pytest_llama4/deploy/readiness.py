@@ -85,7 +85,7 @@ def check_once(session: requests.Session, base_url: str, plan: Plan | None, serv
             return Readiness(False, (f"/v1/models lists {listed}, not the served model {served_model!r}",),
                              registered=registered)
     except (requests.RequestException, ValueError) as error:
-        return Readiness(False, (f"frontend at {base_url} not answering: {type(error).__name__}",), ("frontend",))
+        return Readiness(False, (f"the API at {base_url} not answering: {type(error).__name__}",), ("frontend",))
     return dataclasses.replace(_probe(session, base_url, served_model, plan, max(0.5, time_left)),
                                registered=registered)
 
@@ -121,5 +121,6 @@ def wait_until_ready(check: Callable[[float], Readiness], phase: Phase, on_poll:
 
 
 def roles_to_blame(state: Readiness, roles: Sequence[str]) -> list[str]:
-    """Whose logs explain a timeout: the missing roles, or everyone when nothing more specific is known."""
-    return list(state.missing_roles) or list(roles)
+    """Whose logs explain a timeout: the missing roles that run, or everyone when nothing more specific is known (a
+    standalone server is its own frontend: an API not answering there is the worker's to explain)."""
+    return [r for r in state.missing_roles if r in roles] or list(roles)
