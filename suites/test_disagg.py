@@ -79,7 +79,7 @@ def _missing_sides(logged_by: set[str], workers: list[services.ServiceRecord]) -
 def _requests_served(records: list[services.ServiceRecord]) -> dict[str, float]:
     counts = {}
     for record in records:
-        metrics = prometheus.scrape(record.metrics_url.removesuffix("/metrics")) if record.metrics_url else None
+        metrics = prometheus.read(record.metrics_url) if record.metrics_url else None
         assert metrics is not None, f"{record.name}: no Prometheus metrics at {record.metrics_url}"
         counts[record.name] = metrics.get(REQUESTS_COUNTER, 0.0)
     return counts

@@ -40,7 +40,7 @@ def _drafting_workers(records: list[services.ServiceRecord]) -> list[services.Se
 def _read_counters(base_url: str, workers: list[services.ServiceRecord]) -> speculative.DraftCounters | None:
     """Summed over the drafting workers' metrics, or from the endpoint itself when we did not launch it."""
     if workers:
-        found = [speculative.from_prometheus(prometheus.scrape(w.metrics_url.removesuffix("/metrics")) or {})
+        found = [speculative.from_prometheus(prometheus.read(w.metrics_url) or {})
                  for w in workers]
         return None if None in found else sum(found[1:], found[0])
     prom = prometheus.parse(requests.get(f"{base_url}/prometheus/metrics", timeout=10).text)

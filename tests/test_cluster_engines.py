@@ -467,3 +467,12 @@ def test_no_engine_argv_says_localhost():
 def test_cluster_commands_run_python3_from_the_container_not_this_interpreter():
     for command in every_cluster_command():
         assert sys.executable not in command.argv, command.shell()
+
+
+def test_trtllm_serve_metrics_are_read_from_prometheus_metrics_never_its_draining_json():
+    command = trtllm_serve.server_command("m", host="0.0.0.0", port=8123, extra_llm_api_options="/c.yaml", tp_size=8,
+                                          ep_size=8, tasks_per_node=8)
+    assert (command.metrics_at, command.metrics_path) == (8123, "/prometheus/metrics")
+    from pytest_llama4.config.topology import make_plan
+    assert trtllm_serve.ENGINE.lists_models(make_plan("agg")) and trtllm_serve.ENGINE.lists_models(None)
+    assert not trtllm_serve.ENGINE.lists_models(make_plan("disagg")), "the disaggregated proxy has no /v1/models"

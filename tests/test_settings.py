@@ -25,7 +25,10 @@ BAD_SETTINGS = [
      "engine config /mnt/eagle_agg.yaml does not exist (mounted from /nowhere/eagle_agg.yaml on the host, via MOUNTS)"),
     (["--launcher=slurm", "--engine=dynamo-trtllm", "--topology=disagg"], {"PREFILL_ENGINE_CONFIG": ""},
      "--engine=dynamo-trtllm --topology=disagg needs PREFILL_ENGINE_CONFIG and DECODE_ENGINE_CONFIG"),
-    (["--launcher=slurm", "--engine=trtllm-serve"], {}, "--engine=trtllm-serve cannot be launched"),
+    (["--engine=trtllm-serve"], {}, "--engine=trtllm-serve needs GPU nodes and cannot run as local processes"),
+    (["--launcher=slurm", "--engine=trtllm-serve", "--model=/models/maverick", "--served-model-name=llama"], {},
+     "--engine=trtllm-serve serves the model under its path /models/maverick (it has no served-model-name option): "
+     "drop --served-model-name, or set it to --model"),
     (["--launcher=slurm", "--image=img", "--discovery=file"], {}, "use --discovery=etcd, the seed guide's etcd + NATS"),
     (["--dynamo-version=latest"], {}, "'latest' is not a Dynamo release"),
     (["--engine-python=/no/such/python"], {}, "--engine-python: /no/such/python is not an executable Python"),

@@ -9,16 +9,22 @@ import json
 import os
 import re
 import signal
+import socket
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import requests
+
+from pytest_llama4.deploy import readiness
 
 from .test_integration import assert_nothing_left, run_ids
+from .test_slurm import allocation, inner_env, require_slurm, run_inner, steps_of  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
+MODEL = "nvidia/Llama-4-Maverick-17B-128E-Instruct-FP8"
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 SUITES = [str(ROOT / "suites" / f"test_{name}.py")
           for name in ("schema", "streaming", "errors", "speculative", "memory", "throughput")]
@@ -70,13 +76,16 @@ def test_the_suites_pass_on_a_launched_vllm_and_on_it_as_a_bare_endpoint(pyteste
         assert [s["name"] for s in perf["scenarios"]] == ["chat-isl128-osl32-c4"]
         assert "speculative.acceptance_length" in (report / "summary.html").read_text()
         url = re.search(r"at (http://\S+),", out).group(1)
-        bare = run(pytester, tmp_path / "endpoint", *SUITES[:3], f"--endpoint={url}",
-                   "--served-model-name=nvidia/Llama-4-Maverick-17B-128E-Instruct-FP8")
+        bare = run(pytester, tmp_path / "endpoint", *SUITES[:3], f"--endpoint={url}", f"--served-model-name={MODEL}")
         assert bare.ret == 0, bare.stdout.str()[-4000:]
         bare.stdout.fnmatch_lines(["deployment: unknown existing endpoint at *",
                                    "detected: vLLM 0.31.0 (/v1/models owned_by 'vllm', /version); --engine=vllm's "
                                    "known deviations apply"])
         assert "skipped" not in bare.parseoutcomes(), bare.stdout.str()[-2000:]
+        # trtllm-serve's disaggregated proxy has no /v1/models: its readiness is /health (an empty 200, as vLLM's)
+        # and a one-token probe, the same code path, run here against a real server
+        probe = readiness.check_once(requests.Session(), url, None, MODEL, {}, 30, lists_models=False)
+        assert probe.ready, probe.missing
     finally:
         for pid in pids:
             os.killpg(pid, signal.SIGKILL)
@@ -92,3 +101,24 @@ def test_without_speculation_the_acceptance_test_fails_saying_so(pytester, tmp_p
                                  "speculative-config.num_speculative_tokens): this deployment does not decode "
                                  "speculatively*"])
     assert_nothing_left(reports)
+
+
+@pytest.mark.slurm
+def test_vllm_serves_the_suites_from_a_slurm_step(tmp_path, request, vllm_python):
+    """The same launch path on a real SLURM cluster: the server is a step on the allocation's node, bound to that
+    node's own address, and nothing is left in squeue afterwards."""
+    require_slurm()
+    slurm_env = request.getfixturevalue("allocation")(1)
+    result = run_inner(tmp_path, inner_env(slurm_env), *SUITES[:4], "--engine=vllm", f"--engine-python={vllm_python}",
+                       "--startup-timeout=280")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    (run_id,) = run_ids(tmp_path)
+    header = (tmp_path / run_id / "logs" / "worker-0.log").read_text().splitlines()[0]
+    node = socket.gethostbyname("gpu-a01")
+    assert f"srun --overlap --jobid={slurm_env['SLURM_JOB_ID']} " in header and "--nodelist=gpu-a01 " in header
+    assert f"--host {node} " in header and node != "127.0.0.1", header[:400]
+    props = {p.get("name"): p.get("value")
+             for p in ET.parse(tmp_path / run_id / "junit.xml").getroot().iter("property")}
+    assert float(props["speculative.acceptance_length"]) >= 1.5
+    assert steps_of(slurm_env["SLURM_JOB_ID"]) == [], "steps left in squeue -s"
+    assert_nothing_left(tmp_path)

@@ -169,7 +169,8 @@ def launch(settings: Settings, run_dir: Path, launcher: Launcher, before_start: 
 def _record(service: Service, command: Command, launcher: Launcher, logs_dir: Path) -> services.ServiceRecord:
     return services.ServiceRecord(
         service.name, service.role, launcher.node_names(service), launcher.node_address(service),
-        str(logs_dir / f"{service.name}.log"), command.argv, services.redact(command.env), command.metrics_at)
+        str(logs_dir / f"{service.name}.log"), command.argv, services.redact(command.env), command.metrics_at,
+        command.metrics_path)
 
 
 def _wait_for_port(deployment: Deployment, service: Service, host: str, port: int) -> None:
@@ -190,12 +191,14 @@ def _wait_for_port(deployment: Deployment, service: Service, host: str, port: in
 
 def _wait_ready(deployment: Deployment) -> None:
     session = requests.Session()
-    components = engine_for(deployment.settings.engine).health_components(deployment.settings.dynamo_version)
+    engine = engine_for(deployment.settings.engine)
+    components = engine.health_components(deployment.settings.dynamo_version)
+    lists_models = engine.lists_models(deployment.plan)
     phase = deployment.phase("worker load + readiness" if deployment.plan else "endpoint readiness",
                              deployment.settings.startup_timeout, "--startup-timeout")
     state = readiness.wait_until_ready(
         lambda time_left: readiness.check_once(session, deployment.base_url, deployment.plan,
-                                               deployment.served_model, components, time_left),
+                                               deployment.served_model, components, time_left, lists_models),
         phase, on_poll=lambda: _raise_if_died_during_startup(deployment),
         describe=lambda state: _progress_detail(deployment, state))
     if not state.ready:

@@ -67,7 +67,7 @@ def served_models(models: Mapping) -> list[str]:
 
 
 def check_once(session: requests.Session, base_url: str, plan: Plan | None, served_model: str,
-               component_of: Mapping[str, str], time_left: float) -> Readiness:
+               component_of: Mapping[str, str], time_left: float, lists_models: bool = True) -> Readiness:
     """One round of readiness checks. `plan` is None for an endpoint we did not launch; `component_of` is empty
     for an engine without Dynamo's instance list."""
     timeout = max(0.5, min(PROBE_TIMEOUT, time_left))
@@ -80,6 +80,11 @@ def check_once(session: requests.Session, base_url: str, plan: Plan | None, serv
                                in worker_counts(plan, health, component_of) if listed >= planned)
             if missing:
                 return Readiness(False, tuple(m for _, m in missing), tuple(r for r, _ in missing), registered)
+        if not lists_models:  # trtllm-serve's disaggregated proxy has no /v1/models: its /health, then the probe
+            health = session.get(f"{base_url}/health", timeout=timeout)
+            if health.status_code != 200:
+                return Readiness(False, (f"{base_url}/health answers HTTP {health.status_code}",), ("frontend",))
+            return _probe(session, base_url, served_model, plan, max(0.5, time_left))
         listed = served_models(session.get(f"{base_url}/v1/models", timeout=timeout).json())
         if served_model not in listed:
             return Readiness(False, (f"/v1/models lists {listed}, not the served model {served_model!r}",),

@@ -24,11 +24,12 @@ class ServiceRecord:
     log: str
     argv: tuple[str, ...]
     env: dict[str, str]  # what the plugin set on top of the launcher's environment, secrets redacted
-    system_port: int | None = None  # where its /metrics is: a Dynamo worker's DYN_SYSTEM_PORT, a server's own port
+    system_port: int | None = None  # where its metrics are: a Dynamo worker's DYN_SYSTEM_PORT, a server's own port
+    metrics_path: str = "/metrics"  # Prometheus text there (trtllm-serve: /prometheus/metrics)
 
     @property
     def metrics_url(self) -> str | None:
-        return f"http://{self.address}:{self.system_port}/metrics" if self.system_port else None
+        return f"http://{self.address}:{self.system_port}{self.metrics_path}" if self.system_port else None
 
 
 def redact(env: dict[str, str]) -> dict[str, str]:

@@ -36,8 +36,13 @@ def parse(text: str, **match_labels: str) -> dict[str, float]:
 
 def scrape(base_url: str, **match_labels: str) -> dict[str, float] | None:
     """The frontend's metrics, or None when /metrics is not Prometheus text (trtllm-serve answers JSON)."""
+    return read(f"{base_url}/metrics", **match_labels)
+
+
+def read(url: str, **match_labels: str) -> dict[str, float] | None:
+    """A metrics page (a service record's metrics_url), or None when it is not Prometheus text."""
     try:
-        response = requests.get(f"{base_url}/metrics", timeout=10)
+        response = requests.get(url, timeout=10)
     except requests.RequestException:
         return None
     if response.status_code != 200 or response.text.lstrip().startswith(("[", "{")):

@@ -24,8 +24,9 @@ from .session import RUN_KEY, STARTED_KEY, Run, current_run, new_run_id
 from .startup import start_deployment
 from .xdist import SharedDeploymentHost
 
-ENGINE_DEFAULTED = ("startup_timeout", "engine")  # defaults the run decides (an endpoint's engine is unknown; a
-# replay gives them all)
+# Defaults the run decides, so it must know whether the user gave them (an endpoint's engine is unknown; trtllm-serve
+# serves under its model path; a replay gives them all).
+ENGINE_DEFAULTED = ("startup_timeout", "engine", "served_model_name")
 MARKERS = {
     "schema": "OpenAI response schemas and semantics",
     "streaming": "server-sent-event streaming",

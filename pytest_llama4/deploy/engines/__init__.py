@@ -55,6 +55,11 @@ def settle(settings: Settings, given: Collection[str] = ()) -> Settings:
         defaults["profile"] = engine.default_profile
     if "startup_timeout" not in given:
         defaults["startup_timeout"] = engine.default_startup_timeout
+    if engine.serves_model_path and settings.launches and settings.model:
+        if "served_model_name" in given and settings.served_model_name != settings.model:
+            raise pytest.UsageError(f"--engine={engine.name} serves the model under its path {settings.model} (it has "
+                                    "no served-model-name option): drop --served-model-name, or set it to --model")
+        defaults["served_model_name"] = settings.model
     return dataclasses.replace(settings, **defaults) if defaults else settings
 
 

@@ -31,6 +31,7 @@ class Command:
     mpi: bool = False  # srun must pass --mpi=pmix (and --oversubscribe, as the seed scripts do)
     gpus_per_node: int = 0  # GPUs the step asks for on each node (srun gives a step GPUs only when it asks)
     metrics_port: int | None = None  # where its Prometheus /metrics is served (a Dynamo worker: DYN_SYSTEM_PORT)
+    metrics_path: str = "/metrics"  # trtllm-serve: /prometheus/metrics (its /metrics is JSON that reading drains)
 
     @property
     def metrics_at(self) -> int | None:
@@ -77,10 +78,14 @@ class Engine(Protocol):
     default_profile: str | None  # the hardware profile when none is given
     default_startup_timeout: float  # seconds its workers get to load and become ready, when none is given
     writes_engine_configs: bool  # launch writes each worker's complete engine config to reports/<run-id>/engine_configs
+    serves_model_path: bool  # a launched server answers to --model itself (it has no served-model-name flag)
 
     def health_components(self, dynamo_version: str) -> Mapping[str, str]:
         """Role -> the component a worker registers under, as the Dynamo frontend's /health lists it, in that
         release; empty: the engine has no such list."""
+
+    def lists_models(self, plan: Plan | None) -> bool:
+        """Whether readiness can wait for /v1/models to list the served model (plan None: an --endpoint)."""
 
     def draft_counters_missing(self, dynamo_version: str) -> str | None:
         """Why this release publishes no speculative-decoding counters to read, or None when it does."""

@@ -127,9 +127,13 @@ class MockerEngine:
     default_profile = "cpu-mocker"
     default_startup_timeout = 120.0  # it loads a tokenizer, not weights: seconds
     writes_engine_configs = True  # the run's speed-up and worker type merged into each worker's args
+    serves_model_path = False
 
     def health_components(self, dynamo_version: str) -> Mapping[str, str]:
         return HEALTH_COMPONENTS  # the mocker registers as the current trtllm worker does, in every release it has
+
+    def lists_models(self, plan: Plan | None) -> bool:
+        return True
 
     def draft_counters_missing(self, dynamo_version: str) -> str | None:
         return "the mocker drafts no tokens: it only simulates speculative decoding's speed"

@@ -179,9 +179,13 @@ class DynamoTrtllmEngine:
     default_profile = None  # a cluster's figures are its own: --profile names them
     default_startup_timeout = 1800.0  # Maverick FP8 on 4 GB200 or 8 H100: many minutes to load and warm up
     writes_engine_configs = False  # the workers read the configs the seed guide's variables name
+    serves_model_path = False
 
     def health_components(self, dynamo_version: str) -> Mapping[str, str]:
         return release(dynamo_version).components
+
+    def lists_models(self, plan: Plan | None) -> bool:
+        return True
 
     def draft_counters_missing(self, dynamo_version: str) -> str | None:
         if release(dynamo_version).metrics_flag:

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 SEED_MODEL = "nvidia/Llama-4-Maverick-17B-128E-Instruct-FP8"  # [T1]
 LAUNCHER = "trtllm-llmapi-launch"  # [T5]
+PROMETHEUS_PATH = "/prometheus/metrics"  # its Prometheus text; /metrics is JSON iteration stats
 BACKEND = "pytorch"  # [T1], [T4]
 
 
@@ -98,7 +99,9 @@ def server_command(
     mpi = tasks_per_node > 1
     if mpi:
         argv.insert(0, LAUNCHER)
-    return Command(tuple(argv), dict(env or {}), tasks_per_node=tasks_per_node, mpi=mpi, gpus_per_node=tasks_per_node)
+    # its Prometheus text is /prometheus/metrics: /metrics is JSON iteration stats, drained by every read
+    return Command(tuple(argv), dict(env or {}), tasks_per_node=tasks_per_node, mpi=mpi, gpus_per_node=tasks_per_node,
+                   metrics_port=port, metrics_path=PROMETHEUS_PATH)
 
 
 def _server_url(url: str) -> str:
@@ -148,7 +151,7 @@ class TrtllmServeEngine:
 
     name = "trtllm-serve"
     needs_gpus = True
-    launchers = ()
+    launchers = ("slurm",)
     runs_dynamo = False
     config_format = "llm-api-yaml"
     deterministic_text = True
@@ -157,9 +160,13 @@ class TrtllmServeEngine:
     default_profile = None
     default_startup_timeout = 1800.0  # as dynamo-trtllm: the same engine loads the same weights
     writes_engine_configs = False
+    serves_model_path = True  # the releases read have no --served_model_name
 
     def health_components(self, dynamo_version: str) -> Mapping[str, str]:
         return {}  # no Dynamo frontend: its /health is an empty 200, no instance list
+
+    def lists_models(self, plan: Plan | None) -> bool:
+        return plan is None or plan.topology == "agg"  # the disaggregated proxy has no /v1/models
 
     def draft_counters_missing(self, dynamo_version: str) -> str | None:
         return None  # /prometheus/metrics, or the /metrics iteration stats
@@ -184,8 +191,9 @@ class TrtllmServeEngine:
         return "the run uses it"  # no Dynamo: preflight does not probe it
 
     def dry_run_note(self, settings: Settings, base_url: str) -> str:
-        return (f"pytest-llama4 does not launch {self.name} yet: run these scripts in order, then "
-                f"pytest --endpoint={base_url} --engine={self.name}")
+        return (f"a real run starts these in order (disagg: the proxy once the servers are up) and waits for "
+                f"{base_url} to answer a one-token probe; or run them by hand, then pytest --endpoint={base_url} "
+                f"--engine={self.name}")
 
     def wire(self, plan: Plan, settings: Settings, launcher: Launcher, http_port: int, discovery: Discovery | None,
              configs_dir: Path, wiring: Wiring) -> None:

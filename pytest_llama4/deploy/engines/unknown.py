@@ -33,9 +33,13 @@ class UnknownEngine:
     default_profile = None
     default_startup_timeout = 120.0  # it is up already: readiness only
     writes_engine_configs = False
+    serves_model_path = False
 
     def health_components(self, dynamo_version: str) -> Mapping[str, str]:
         return {}
+
+    def lists_models(self, plan: Plan | None) -> bool:
+        return True
 
     def draft_counters_missing(self, dynamo_version: str) -> str | None:
         return None

@@ -75,9 +75,13 @@ class VllmEngine:
     default_profile = "cpu-vllm"
     default_startup_timeout = 1800.0  # a CPU load here takes 1-2 minutes; Maverick on GPUs many more
     writes_engine_configs = False
+    serves_model_path = False
 
     def health_components(self, dynamo_version: str) -> Mapping[str, str]:
         return {}  # no Dynamo frontend: ready = /v1/models lists the model and one token comes back
+
+    def lists_models(self, plan: Plan | None) -> bool:
+        return True
 
     def draft_counters_missing(self, dynamo_version: str) -> str | None:
         return None
