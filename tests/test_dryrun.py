@@ -21,6 +21,7 @@ from pytest_llama4.deploy.launchers.slurm import SlurmLauncher
 from pytest_llama4.plugin.session import new_run_id
 from pytest_llama4.report import dryrun
 
+from .conftest import require
 from .test_integration import processes_of_run, run_ids
 from .test_slurm import inner_env, slurm_available
 
@@ -182,9 +183,7 @@ def test_pytest_dry_run_prints_the_plan_and_exits_0(tmp_path):
 def test_dry_run_on_slurm_launches_nothing(tmp_path):
     """On the real cluster, outside an allocation: srun, salloc and sbatch are never called (shims on PATH record any
     call), squeue lists no job or step of the run, no process carries its label; addresses are SLURM's NodeAddr."""
-    reason = slurm_available()
-    if reason:
-        pytest.skip(reason)
+    require(slurm_available(), "the SLURM dry-run test")
     shims = tmp_path / "bin"
     shims.mkdir()
     for tool in ("srun", "salloc", "sbatch"):

@@ -4,11 +4,12 @@ the API suites pass there with exactly the waivers that name 1.6.1, on the relea
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import pytest
+
+from .conftest import require
 
 pytestmark = pytest.mark.integration
 
@@ -28,11 +29,8 @@ FIXED_SINCE_1_4_2 = ["test_schema.py::test_stop_sequence_ends_generation",
 
 @pytest.fixture
 def newest_dynamo() -> Path:
-    if not NEWEST.exists():
-        reason = f"{NEWEST} is missing: ./scripts/setup --tests creates it"
-        if os.environ.get("CI"):
-            pytest.fail(f"the newest-Dynamo tests must run in CI, but {reason}")
-        pytest.skip(reason)
+    require(None if NEWEST.exists() else f"{NEWEST} is missing: ./scripts/setup --tests creates it",
+            "the newest-Dynamo tests")
     return NEWEST
 
 

@@ -71,14 +71,52 @@ def properties(suite: ET.Element) -> dict[str, str]:
     return {p.get("name"): p.get("value") for p in suite.findall("properties/property")}
 
 
+# The main job's exact outcome on the embedded default (ai-dynamo 1.4.2): every other test passes. A new skip or
+# waiver fails here until it is listed, with its reason.
+WAIVED_ON_1_4_2 = {*(f"test_error_body_is_openai_shaped[{case}]" for case in (
+    "empty-messages", "huge-max-tokens", "malformed-json", "max-tokens-not-a-number", "messages-not-a-list",
+    "negative-max-tokens", "oversize-prompt", "unknown-model")),
+    "test_n_returns_n_choices", "test_stop_sequence_ends_a_stream", "test_stop_sequence_ends_generation"}
+MOCKER_SKIPS = {
+    "test_acceptance_length_meets_the_profile_floor": "the mocker does not draft tokens",
+    "test_greedy_decoding_is_deterministic": "--engine=mocker emits random token ids",
+    "test_greedy_outputs_match_the_golden_file": "the mocker's tokens are random ids",
+    "test_streamed_text_matches_non_streamed_at_temperature_zero": "--engine=mocker emits random token ids",
+    "test_peak_gpu_memory_stays_under_the_limit": "no GPU telemetry on launcher=local",
+}
+EXPECTED_SKIPS = {
+    "agg": MOCKER_SKIPS | {"test_prefill_and_decode_agree": "agg: one engine config, nothing to compare", **{
+        name: "the disagg suite checks --topology=disagg deployments; this run is agg" for name in (
+            "test_every_request_reaches_prefill_and_decode", "test_losing_prefill_fails_requests_visibly",
+            "test_prefill_and_decode_counters_move_with_traffic")}},
+    "disagg": MOCKER_SKIPS | {"test_prefill_and_decode_agree": "the mocker's engine args have no speculative config"},
+}
+
+
+def not_passed(junit: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """(skipped, xfailed) test names -> the reason each one gives, from a run's junit.xml."""
+    skipped: dict[str, str] = {}
+    xfailed: dict[str, str] = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        for entry in case.findall("skipped"):
+            (xfailed if entry.get("type") == "pytest.xfail" else skipped)[case.get("name")] = entry.get("message", "")
+    return skipped, xfailed
+
+
 @pytest.mark.parametrize("topology", ["agg", "disagg"])
 def test_suites_pass_on_the_embedded_default(pytester, tmp_path, topology):
     reports = tmp_path / "reports"
     result = run_pytest(pytester, reports, str(SUITES), f"--topology={topology}")
     assert result.ret == 0, result.stdout.str()[-3000:]
-    outcomes = result.parseoutcomes()
-    assert outcomes["passed"] >= 20 and outcomes.get("failed", 0) == 0
     (run_id,) = run_ids(reports)
+    skipped, xfailed = not_passed(reports / run_id / "junit.xml")
+    assert set(skipped) == set(EXPECTED_SKIPS[topology]), f"skips changed: {skipped}"
+    wrong = {name: why for name, why in skipped.items() if EXPECTED_SKIPS[topology][name] not in why}
+    assert not wrong, f"skipped for another reason: {wrong}"
+    assert set(xfailed) == WAIVED_ON_1_4_2, f"waivers changed: {xfailed}"
+    assert all(why.startswith("known deviation of mocker on Dynamo 1.4.2: ") for why in xfailed.values()), xfailed
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0 and outcomes["skipped"] == len(EXPECTED_SKIPS[topology])
     result.stdout.fnmatch_lines([f"deployment: mocker {topology}: frontend + *", f"report: {reports}/{run_id}/*"])
     suite = check_junit(reports / run_id / "junit.xml")
     props = properties(suite)

@@ -4,7 +4,6 @@ the controller writes junit.xml), and the terminal header; for a local run and a
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from importlib import metadata
@@ -22,6 +21,7 @@ from pytest_llama4.report import provenance
 from pytest_llama4.report.replay import sha256_of
 
 from . import test_slurm
+from .conftest import require
 from .test_integration import assert_nothing_left, check_junit, properties, run_ids, run_pytest
 
 allocation = test_slurm.allocation  # the fixture: a real allocation that outlives the inner pytest
@@ -165,11 +165,7 @@ def test_local_run_records_provenance_in_json_junit_and_summary(pytester, tmp_pa
 
 @pytest.fixture
 def slurm_job(allocation):
-    reason = test_slurm.slurm_available()
-    if reason and os.environ.get("CI"):
-        pytest.fail(f"SLURM tests must run in CI, but {reason}")
-    if reason:
-        pytest.skip(reason)
+    require(test_slurm.slurm_available(), "SLURM tests")
     return allocation(2)
 
 

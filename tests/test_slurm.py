@@ -16,6 +16,7 @@ import pytest
 
 from pytest_llama4.deploy import services
 
+from .conftest import require
 from .test_integration import SUITES, assert_nothing_left, check_junit, processes_of_run, properties, run_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
@@ -32,11 +33,7 @@ def slurm_available() -> str | None:
 
 def require_slurm() -> None:
     """Skip where no SLURM controller answers; in CI that is a failure, never a silent skip."""
-    reason = slurm_available()
-    if reason and os.environ.get("CI"):
-        pytest.fail(f"SLURM tests must run in CI, but {reason}")
-    if reason:
-        pytest.skip(reason)
+    require(slurm_available(), "SLURM tests")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -21,6 +21,8 @@ from pytest_llama4.measure.results import LimitResult, PerfDocument, ScenarioPar
 from pytest_llama4.measure.telemetry import CSV_COLUMNS
 from pytest_llama4.report.summary import write_summary
 
+from .conftest import require
+
 PNG_PREFIX = "data:image/png;base64,"
 FAILED_NODEID = "suites/test_streaming.py::test_final_chunk_has_finish_reason[max_tokens=<1>]"
 NASTY_WARNING = "ISL drifted: <script>alert(1)</script> & co"
@@ -329,8 +331,8 @@ CHROMIUM_FLAGS = [
 
 def _chromium() -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        pytest.skip("chromium not installed: apt-get install chromium")
+    require(None if exe else "chromium is not installed: apt-get install chromium (scripts/setup --tests does)",
+            "the summary-page browser test")
     return exe
 
 

@@ -38,6 +38,8 @@ from pytest_llama4.measure.telemetry import (
     read_nvidia_smi,
 )
 
+from .conftest import require
+
 # Lines as `nvidia-smi --query-gpu=index,name,memory.used,memory.total,utilization.gpu
 # --format=csv,noheader,nounits` prints them (the first from the H100 run in benchmarks/gpu_sampler_proof.txt).
 H100_LINE = "0, NVIDIA H100 80GB HBM3, 41581, 81559, 20"
@@ -263,8 +265,7 @@ done
 def slurm_up() -> None:
     from .test_slurm import slurm_available
 
-    if reason := slurm_available():  # asked once: without a controller, sinfo takes seconds to give up
-        pytest.skip(reason)
+    require(slurm_available(), "the SLURM telemetry tests")  # asked once: without a controller sinfo takes seconds
 
 
 @pytest.fixture

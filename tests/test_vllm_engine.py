@@ -18,6 +18,7 @@ import requests
 
 from pytest_llama4.deploy import readiness
 
+from .conftest import require
 from .test_integration import assert_nothing_left, run_ids
 from .test_slurm import allocation, inner_env, require_slurm, run_inner, steps_of  # noqa: F401 (fixture)
 
@@ -40,11 +41,8 @@ EXPECTED_SKIPS = {
 
 @pytest.fixture
 def vllm_python() -> Path:
-    if not VLLM_PYTHON.exists():
-        reason = f"{VLLM_PYTHON} is missing: ./scripts/setup --tests creates it"
-        if os.environ.get("CI"):
-            pytest.fail(f"the vLLM tests must run in CI, but {reason}")
-        pytest.skip(reason)
+    require(None if VLLM_PYTHON.exists() else f"{VLLM_PYTHON} is missing: ./scripts/setup --tests creates it",
+            "the vLLM tests")
     return VLLM_PYTHON
 
 
