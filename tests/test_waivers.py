@@ -9,6 +9,10 @@ WAIVERS = """
       engines: [mocker]
       releases: "==1.4.*"
       reason: fixed in 1.6
+    - test: "test_dev.py::test_known_crash"
+      engines: [mocker]
+      releases: ">=1.4.2,<=1.6.1"
+      reason: engine answers 500
     - test: "test_dev.py::test_other_engine"
       engines: [trtllm-serve]
       releases: ">=0"
@@ -28,15 +32,19 @@ def test_waiver_turns_a_known_deviation_into_a_strict_xfail_on_the_releases_it_n
         def test_old_release_only():
             assert False
 
+        def test_known_crash():
+            raise ConnectionError("the server died")
+
         def test_other_engine():
             assert False
         """)
     on_1_4 = pytester.runpytest("--waivers=waivers.yaml", "--dynamo-version=1.4.2", "-rxXf")
-    on_1_4.assert_outcomes(xfailed=2, failed=2)  # [b] passes unexpectedly: strict, so it fails
+    on_1_4.assert_outcomes(xfailed=2, failed=3)  # [b] passes unexpectedly: strict, so it fails
+    assert "FAILED test_dev.py::test_known_crash - ConnectionError" in on_1_4.stdout.str(), "a crash is no deviation"
     on_1_4.stdout.fnmatch_lines(["*XPASS(strict)*known deviation of mocker on Dynamo 1.4.2: engine answers 500*"])
     assert "FAILED test_dev.py::test_other_engine" in on_1_4.stdout.str()
     on_1_6 = pytester.runpytest("--waivers=waivers.yaml", "--dynamo-version=1.6.1", "-rxXf")
-    on_1_6.assert_outcomes(xfailed=1, failed=3)
+    on_1_6.assert_outcomes(xfailed=1, failed=4)
     assert "FAILED test_dev.py::test_old_release_only" in on_1_6.stdout.str(), "a waiver ends with its releases"
 
 

@@ -1,9 +1,10 @@
 """Known deviations of real engines from the OpenAI API, applied as strict xfails.
 
 A waiver never loosens a check: the test still runs, and `strict=True` turns it red the day the engine is fixed,
-so the waiver gets removed instead of going stale. A waiver names the engines and the Dynamo releases it was seen
-on; the release is the one the deployment runs (preflight's probe), so waivers are matched by name and engine at
-collection and by release when the test sets up, once the deployment is known.
+so the waiver gets removed instead of going stale. It covers a failed check (AssertionError) only: a crash, a
+timeout or a dead server in a waived test is still a failure. A waiver names the engines and the Dynamo releases it
+was seen on; it is matched by name at collection, and by engine and release when the test sets up, once the
+deployment (and the release preflight found there) is known.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def apply(request: pytest.FixtureRequest, engine: str, release: str | None, runs
         if not runs_dynamo or waiver.covers(release or ""):
             where = f" on Dynamo {release}" if runs_dynamo else ""
             request.applymarker(pytest.mark.xfail(reason=f"known deviation of {engine}{where}: {waiver.reason}",
-                                                  strict=True))
+                                                  strict=True, raises=AssertionError))
 
 
 def candidates(item: pytest.Item) -> list[Waiver]:
