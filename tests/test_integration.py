@@ -33,19 +33,29 @@ def processes_of_run(run_id: str) -> list[int]:
     label = f"{RUN_LABEL_ENV}={run_id}".encode()
     pids = []
     for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and label in (proc / "environ").read_bytes().split(b"\0"):
-                pids.append(int(proc.name))
-        except OSError:
+        if not proc.name.isdigit():
             continue
+        try:
+            environ = (proc / "environ").read_bytes()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # it exited between the listing and the read: gone, as it should be
+        except PermissionError:
+            continue  # another user's (or pid 1 in a container): the runs' processes are this user's, and readable
+        if label in environ.split(b"\0"):
+            pids.append(int(proc.name))
     return pids
 
 
-def assert_nothing_left(reports: Path) -> None:
+def assert_nothing_left(reports: Path, killed: bool = False) -> None:
+    """No process of any run under `reports` is alive, and each run's scratch directory (discovery store,
+    control-plane data) is removed, unless pytest was `killed` with SIGKILL: no code of its runs then, and the
+    directory stays in the run's report (a known gap: reap does not remove it yet)."""
     ids = run_ids(reports)
     assert ids, f"no run directory under {reports}"
     for run_id in ids:
         assert processes_of_run(run_id) == [], f"processes of run {run_id} survived pytest"
+        scratch = sorted(p.name for p in (reports / run_id).rglob(".scratch-*"))
+        assert killed or scratch == [], f"run {run_id} left its scratch directories {scratch}"
 
 
 def run_pytest(pytester, reports: Path, *args: str):

@@ -88,7 +88,7 @@ def test_reap_cancels_what_a_sigkilled_run_left_and_nothing_else(tmp_path, tmp_p
         assert _job_named(f"pytest-llama4-{run_id}") == "" and run_id not in _steps()
         assert _job_named(foreign_name), "a job that is not provably ours is never touched"
         assert not (state / "runs" / f"{run_id}.json").exists()
-        assert_nothing_left(tmp_path)
+        assert_nothing_left(tmp_path, killed=True)
     finally:
         subprocess.run(["scancel", "-n", foreign_name], check=False)
 

@@ -180,4 +180,4 @@ def test_sigkilled_pytest_leaves_no_step(tmp_path, allocation):
     deadline = time.monotonic() + 30
     while any(processes_of_run(r) for r in run_ids(tmp_path)) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert_nothing_left(tmp_path)
+    assert_nothing_left(tmp_path, killed=True)

@@ -34,12 +34,12 @@ def wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 90) 
         time.sleep(0.05)
 
 
-def wait_until_nothing_left(reports: Path, timeout: float = 15) -> None:
+def wait_until_nothing_left(reports: Path, timeout: float = 15, killed: bool = False) -> None:
     """The kernel delivers a parent-death signal asynchronously: give it a moment, then demand a clean table."""
     deadline = time.monotonic() + timeout
     while any(processes_of_run(r) for r in run_ids(reports)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert_nothing_left(reports)
+    assert_nothing_left(reports, killed=killed)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
@@ -77,7 +77,7 @@ def test_pytest_sigkilled_mid_test_leaves_no_service(pytester, tmp_path):
         proc.wait(timeout=30)
     finally:
         proc.kill()
-    wait_until_nothing_left(reports)
+    wait_until_nothing_left(reports, killed=True)
 
 
 def test_a_fixture_that_raises_still_tears_down(pytester, tmp_path):
