@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import socket
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ import requests
 from pytest_llama4.deploy import readiness
 
 from .conftest import require
-from .test_integration import assert_nothing_left, run_ids
+from .test_integration import assert_nothing_left, check_junit, not_passed, properties, run_ids
 from .test_slurm import allocation, inner_env, require_slurm, run_inner, steps_of  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
@@ -51,11 +50,6 @@ def run(pytester, reports: Path, *args: str):
                                          "no:randomly", "-rs", timeout=600)
 
 
-def skipped(junit: Path) -> dict[str, str]:
-    cases = ET.parse(junit).getroot().iter("testcase")
-    return {re.sub(r"\[.*", "", c.get("name")): s.get("message", "") for c in cases for s in c.findall("skipped")}
-
-
 def test_the_suites_pass_on_a_launched_vllm_and_on_it_as_a_bare_endpoint(pytester, tmp_path, vllm_python):
     first = tmp_path / "launched"
     result = run(pytester, first, *SUITES, "--engine=vllm", f"--engine-python={vllm_python}", "--keep-deployment")
@@ -65,10 +59,12 @@ def test_the_suites_pass_on_a_launched_vllm_and_on_it_as_a_bare_endpoint(pyteste
         assert result.ret == 0, out[-4000:]
         (run_id,) = run_ids(first)
         report = first / run_id
-        skips = skipped(report / "junit.xml")
+        skips, waived = not_passed(report / "junit.xml")
+        assert waived == {}, "no waiver names vLLM"
+        skips = {re.sub(r"\[.*", "", name): why for name, why in skips.items()}
         assert set(skips) == set(EXPECTED_SKIPS), skips
         assert all(EXPECTED_SKIPS[name] in message for name, message in skips.items()), skips
-        props = {p.get("name"): p.get("value") for p in ET.parse(report / "junit.xml").getroot().iter("property")}
+        props = properties(check_junit(report / "junit.xml"))
         assert float(props["speculative.acceptance_length"]) >= 1.5, "measured from vllm:spec_decode_* counters"
         perf = json.loads((report / "perf.json").read_text())
         assert [s["name"] for s in perf["scenarios"]] == ["chat-isl128-osl32-c4"]
@@ -115,8 +111,7 @@ def test_vllm_serves_the_suites_from_a_slurm_step(tmp_path, request, vllm_python
     node = socket.gethostbyname("gpu-a01")
     assert f"srun --overlap --jobid={slurm_env['SLURM_JOB_ID']} " in header and "--nodelist=gpu-a01 " in header
     assert f"--host {node} " in header and node != "127.0.0.1", header[:400]
-    props = {p.get("name"): p.get("value")
-             for p in ET.parse(tmp_path / run_id / "junit.xml").getroot().iter("property")}
+    props = properties(check_junit(tmp_path / run_id / "junit.xml"))
     assert float(props["speculative.acceptance_length"]) >= 1.5
     assert steps_of(slurm_env["SLURM_JOB_ID"]) == [], "steps left in squeue -s"
     assert_nothing_left(tmp_path)
