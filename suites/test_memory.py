@@ -121,7 +121,11 @@ def test_peak_gpu_memory_stays_under_the_limit(gpu_monitor, profile, deployment,
     for node, mib in gpu_monitor.node_peak_used_mib().items():
         record_testsuite_property(f"memory.{node}.peak_gpu_used_mib", f"{mib:.0f}")
     rows = [(node, gpu, used, totals.get((node, gpu))) for (node, gpu), used in sorted(peaks.items())]
-    over = [row for row in rows if row[3] and row[2] / row[3] > limit]
+    unknown = [f"{node} GPU {gpu} (peak {used:.0f} MiB)" for node, gpu, used, total in rows if not total]
+    assert not unknown, (f"the GPU monitor reported no total memory for {', '.join(unknown)}, so the limit of "
+                         f"{limit:.0%} cannot be checked: see the telemetry source's log (nvidia-smi "
+                         "--query-gpu=memory.total) on that node")
+    over = [row for row in rows if row[2] / row[3] > limit]
     assert not over, (f"GPU memory above {limit:.0%} of a GPU during {entry.scenario.name}:\n"
                       f"{'node':<16} {'gpu':>3} {'peak MiB':>10} {'total MiB':>10} {'used':>6}\n" + "\n".join(
                           f"{node:<16} {gpu:>3} {used:>10.0f} {total:>10.0f} {used / total:>6.1%}"

@@ -1,7 +1,8 @@
 """A fault-injecting OpenAI-ish server: healthy by default, or broken in exactly one way (`serve(fault)`).
 
 The healthy target (`fault=None`) follows the OpenAI API as the suites check it:
-- GET /v1/models, /health, /metrics (empty Prometheus text);
+- GET /v1/models, /health, /metrics (vLLM's time-to-first-token histogram sum and count, as the server timed
+  each answer: request read to first byte sent);
 - POST /v1/chat/completions and /v1/completions, non-streaming and streaming (SSE over chunked HTTP/1.1: the
   role first, one id per stream, exactly one finish_reason per choice, a final usage chunk with empty choices
   when `stream_options.include_usage`, then `data: [DONE]`);
@@ -14,6 +15,7 @@ The healthy target (`fault=None`) follows the OpenAI API as the suites check it:
   "code"}}`.
 
 Each FAULTS entry breaks that contract in one way; tests/test_detects_faults.py proves which suite test notices.
+METRIC_FAULTS break what the server says about itself; the throughput suite's tests catch them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ MODEL = "fault-injector/Llama-4-Maverick"
 CONTEXT_TOKENS = 8192
 ANSWER_WORDS = 48
 STALL_SECONDS = 3.0
+TTFT_LIE_SECONDS = 1.0
+TTFT_SERIES = "vllm:time_to_first_token_seconds"  # the server's own TTFT, as vLLM names it (its model_name label)
 MODELS_CREATED = 1_700_000_000
 
 # fault -> what the server does wrong. One flag, one broken promise.
@@ -79,6 +83,9 @@ FAULTS: dict[str, str] = {
     "wedged-after-bad-input": "after a rejected request the next request is answered 503",
     # latency
     "stall": f"the first streamed request stalls {STALL_SECONDS:g} s before answering",
+}
+METRIC_FAULTS: dict[str, str] = {
+    "ttft-metrics-lie": f"/metrics reports each time to first token {TTFT_LIE_SECONDS:g} s longer than it was",
 }
 
 _ANSWER_TEXT = (
@@ -230,13 +237,26 @@ class FaultServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, fault: str | None) -> None:
-        if fault is not None and fault not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
+        if fault is not None and fault not in FAULTS and fault not in METRIC_FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; known: {', '.join([*FAULTS, *METRIC_FAULTS])}")
         super().__init__(("127.0.0.1", 0), FaultHandler)
         self.fault = fault
         self.lock = threading.Lock()
         self.wedged = 0  # requests still to refuse (wedged-after-bad-input)
         self.stalled = False  # the one stall of `stall` is done
+        self.ttft_seconds = [0.0, 0]  # sum, count of the answers' times to first token
+
+    def first_token_sent(self, started: float) -> None:
+        seconds = time.monotonic() - started
+        with self.lock:
+            self.ttft_seconds[0] += seconds + (TTFT_LIE_SECONDS if self.fault == "ttft-metrics-lie" else 0.0)
+            self.ttft_seconds[1] += 1
+
+    def metrics_text(self) -> str:
+        with self.lock:
+            total, count = self.ttft_seconds
+        return (f'{TTFT_SERIES}_sum{{model_name="{MODEL}"}} {total}\n'
+                f'{TTFT_SERIES}_count{{model_name="{MODEL}"}} {count}\n')
 
     def handle_error(self, request, client_address) -> None:
         """A client that hangs up on a kept-alive connection is not an error worth a traceback."""
@@ -304,12 +324,13 @@ class FaultHandler(BaseHTTPRequestHandler):
         elif self.path == "/health":
             self._json(200, {"status": "healthy"})
         elif self.path == "/metrics":
-            self._send(200, b"", "text/plain; version=0.0.4")
+            self._send(200, self.server.metrics_text().encode(), "text/plain; version=0.0.4")
         else:
             self._error(BadRequest(404, f"no route GET {self.path}", None, "not_found", "NotFoundError"))
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        started = time.monotonic()
         if self.path not in ("/v1/chat/completions", "/v1/completions"):
             return self._error(BadRequest(404, f"no route POST {self.path}", None, "not_found", "NotFoundError"))
         if self.server.take("wedged"):
@@ -324,9 +345,10 @@ class FaultHandler(BaseHTTPRequestHandler):
         if call.stream:
             if self.fault == "stall" and self.server.take("stall"):
                 time.sleep(STALL_SECONDS)
-            self._stream(call)
+            self._stream(call, started)
         else:
             self._json(200, self._answer(call))
+            self.server.first_token_sent(started)
 
     def _call(self, raw: bytes) -> Call:
         fallback = {"model": MODEL, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}],
@@ -414,7 +436,7 @@ class FaultHandler(BaseHTTPRequestHandler):
             chunks.append(chunk([], usage=usage))
         return chunks
 
-    def _stream(self, call: Call) -> None:
+    def _stream(self, call: Call, started: float) -> None:
         events = [f"data: {json.dumps(c)}\n\n" for c in self._chunks(call)]
         if self.fault == "non-sse-lines":
             events.insert(1, "keepalive\n\n")
@@ -427,17 +449,20 @@ class FaultHandler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         try:
-            for event in events:
+            for index, event in enumerate(events):
                 data = event.encode()
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()
+                if index == 0:
+                    self.server.first_token_sent(started)
             self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
 
 def serve(fault: str | None = None) -> FaultServer:
-    """Start on a free loopback port in a daemon thread, healthy or with one of FAULTS; the caller shuts it down."""
+    """Start on a free loopback port in a daemon thread, healthy or with one of FAULTS or METRIC_FAULTS; the caller
+    shuts it down."""
     server = FaultServer(fault)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server

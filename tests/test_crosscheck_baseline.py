@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from pytest_llama4.measure import baseline, crosscheck
+from pytest_llama4.measure import baseline, crosscheck, profiles
 
 SUM, COUNT = crosscheck.TTFT_SERIES[0]
 BEFORE = {COUNT: 10, SUM: 1.0}
@@ -21,6 +21,26 @@ def test_count_mismatch_and_ttft_disagreement_are_reported():
     check = crosscheck.compare(BEFORE, after, client_requests=10, client_ttft_ms_mean=400.0)
     assert check.problems[0] == "the frontend counted 8 first tokens, the client 10 requests"
     assert check.problems[1].startswith("mean TTFT: client 400.0 ms, frontend 50.0 ms")
+
+
+def test_only_a_published_ttft_histogram_is_cross_checked():
+    assert crosscheck.published({COUNT: 0.0}) and crosscheck.published({"vllm:time_to_first_token_seconds_count": 1})
+    assert not crosscheck.published({"dynamo_frontend_requests_total": 3.0})
+
+
+@pytest.mark.parametrize("name", profiles.available())
+def test_every_shipped_profile_states_the_cross_check_bound(name):
+    """A profile can no longer warn only: each states the bound beyond which client and server disagree."""
+    bound = profiles.load(profiles.PROFILES_DIR / f"{name}.yaml").cross_check
+    assert set(bound) == profiles.CROSS_CHECK_KEYS, f"{name}: cross_check {bound}"
+
+
+def test_a_warn_only_cross_check_is_refused_with_the_way_out(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("name: old\ncross_check: {ttft_mean_tolerance_ms: 250, fail: false}\nscenarios: []\n")
+    with pytest.raises(pytest.UsageError, match=r"cross_check\.fail is no longer read: a client/server disagreement "
+                                               r"beyond the stated bound always fails the run; state the bound"):
+        profiles.load(path)
 
 
 def test_baseline_flags_only_gated_regressions_beyond_the_bound():

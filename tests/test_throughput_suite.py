@@ -3,6 +3,7 @@ and --baseline gates regressions."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from pathlib import Path
 
@@ -86,11 +87,12 @@ def test_a_damaged_baseline_fails_every_scenario_with_the_reason_before_anything
     assert not (reports / run_id / "services.json").exists(), "nothing is launched for a run that cannot be gated"
 
 
-# A profile any target meets on speed, so that only validity can fail it.
+# A profile any target meets on speed, so that only validity and the client/server cross-check (at the cluster
+# profiles' bound) can fail it.
 LENIENT_PROFILE = """
 name: lenient
 engines: [trtllm-serve]
-cross_check: {fail: false}  # the fault server publishes no frontend metrics
+cross_check: {ttft_mean_tolerance_ms: 250, ttft_mean_tolerance_pct: 50}
 scenarios:
   - {name: chat-c2, endpoint: chat, input_tokens: 16, output_tokens: 8, concurrency: 2, num_prompts: 6,
      limits: {e2el_ms_median: {ceiling: 60000}}}
@@ -100,11 +102,17 @@ scenarios:
 
 
 @pytest.mark.parametrize(("fault", "failing", "reason"), [
-    ("zero-tokens", ["chat-c2", "completions-c2"], "6 requests completed with 0 output tokens in all"),
+    (None, [], ""),
+    ("zero-tokens", ["chat-c2", "completions-c2"], "not a valid measurement:*6 requests completed with 0 output "
+                                                   "tokens in all"),
     ("completion-stream-no-finish", ["completions-c2"],
-     "6 of 6 requests failed or ended incomplete (100.0%, --max-error-rate allows 0%)"),
-])
-def test_a_run_that_generated_nothing_or_lost_requests_is_invalid(pytester, tmp_path, fault, failing, reason):
+     "not a valid measurement:*6 of 6 requests failed or ended incomplete (100.0%, --max-error-rate allows 0%)"),
+    ("ttft-metrics-lie", ["chat-c2", "completions-c2"], "client and frontend disagree:*mean TTFT: client * ms, "
+                                                        "frontend * ms (apart by * ms, beyond 250 ms and 50%)"),
+], ids=["healthy", "zero-tokens", "completion-stream-no-finish", "ttft-metrics-lie"])
+def test_invalid_runs_and_lying_server_metrics_fail(pytester, tmp_path, fault, failing, reason):
+    """The healthy fault server passes with the cross-check done (its /metrics times each answer); each broken one
+    fails the scenarios it breaks, for its reason."""
     profile = tmp_path / "lenient.yaml"
     profile.write_text(LENIENT_PROFILE)
     server = serve(fault)
@@ -115,7 +123,10 @@ def test_a_run_that_generated_nothing_or_lost_requests_is_invalid(pytester, tmp_
         server.shutdown()
         server.server_close()
     result.assert_outcomes(failed=len(failing), passed=2 - len(failing))
+    output = result.stdout.str()
+    checked = [scenario["cross_check"] for scenario in perf_of(tmp_path / "reports")["scenarios"]]
+    assert len(checked) == 2 and all(checked), f"the server's own TTFT histogram was not cross-checked: {checked}"
     for name in failing:
-        result.stdout.fnmatch_lines([f"*{name}: not a valid measurement:*", f"*{reason}*"])
+        assert fnmatch.fnmatch(output.replace("\n", " "), f"*{name}: {reason}*"), output[-3000:]
     if fault == "completion-stream-no-finish":
         result.stdout.fnmatch_lines(["*6 x stream ended without a finish_reason*"])

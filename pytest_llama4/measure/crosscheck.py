@@ -21,6 +21,11 @@ class CrossCheck:
     problems: tuple[str, ...]
 
 
+def published(metrics: dict[str, float]) -> bool:
+    """Whether the server publishes a TTFT histogram we know; without one there is nothing to cross-check."""
+    return any(count in metrics for _, count in TTFT_SERIES)
+
+
 def compare(before: dict[str, float], after: dict[str, float], client_requests: int, client_ttft_ms_mean: float,
             tolerance_ms: float = DEFAULT_TOLERANCE_MS, tolerance_pct: float = DEFAULT_TOLERANCE_PCT) -> CrossCheck:
     """`client_requests` counts every request the client sent in the window (warm-up included), so the

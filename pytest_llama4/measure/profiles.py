@@ -7,7 +7,7 @@ A profile is YAML (`fixtures/profiles/<name>.yaml`, or a user's own file):
     engines: [dynamo-trtllm]            # the engines its limits were set for
     calibration: {...}                  # free-form facts the figures assume (mocker speed-up, image, ...)
     goodput: {ttft_ms: 2000, tpot_ms: 50}        # SLOs for the goodput figure (optional)
-    cross_check: {ttft_mean_tolerance_ms: 25, ttft_mean_tolerance_pct: 50, fail: true}
+    cross_check: {ttft_mean_tolerance_ms: 25, ttft_mean_tolerance_pct: 50}   # beyond both: the run fails
     memory:                             # the memory suite's limits (optional)
       host_rss_mib: {frontend: 2048, worker: 4096}   # per service role; "default" for the rest
       gpu_memory_used_fraction: 0.97                 # peak used/total per GPU during the heaviest scenario
@@ -112,7 +112,17 @@ def load(path: Path) -> Profile:
                                 f"see {PROFILES_DIR / 'cpu-mocker.yaml'} for the format") from None
 
 
+CROSS_CHECK_KEYS = {"ttft_mean_tolerance_ms", "ttft_mean_tolerance_pct"}
+
+
 def _parse(data: dict, path: Path) -> Profile:
+    cross_check = dict(data.get("cross_check") or {})
+    if "fail" in cross_check:
+        raise ValueError("cross_check.fail is no longer read: a client/server disagreement beyond the stated bound "
+                         "always fails the run; state the bound this cluster needs in ttft_mean_tolerance_ms and "
+                         "ttft_mean_tolerance_pct instead")
+    if set(cross_check) - CROSS_CHECK_KEYS:
+        raise ValueError(f"cross_check has unknown keys {sorted(set(cross_check) - CROSS_CHECK_KEYS)}")
     scenarios = []
     for entry in data["scenarios"]:
         unknown = set(entry) - SCENARIO_KEYS - {"topologies", "limits"}
@@ -124,6 +134,6 @@ def _parse(data: dict, path: Path) -> Profile:
                        for kind, value in bounds.items() if kind in ("floor", "ceiling"))
         scenarios.append(ProfileScenario(scenario, tuple(entry.get("topologies", ("agg", "disagg"))), limits))
     return Profile(data["name"], path, data.get("description", "").strip(), tuple(data.get("engines", ())),
-                   tuple(scenarios), dict(data.get("goodput") or {}), dict(data.get("cross_check") or {}),
+                   tuple(scenarios), dict(data.get("goodput") or {}), cross_check,
                    dict(data.get("calibration") or {}), dict(data.get("memory") or {}),
                    dict(data.get("speculative") or {}))
