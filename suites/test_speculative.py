@@ -37,18 +37,25 @@ def _drafting_workers(records: list[services.ServiceRecord]) -> list[services.Se
     return [r for r in records if r.role in (WORKER, DECODE) and r.metrics_url]
 
 
-def _read_counters(base_url: str, workers: list[services.ServiceRecord]) -> speculative.DraftCounters | None:
-    """Summed over the drafting workers' metrics, or from the endpoint itself when we did not launch it."""
+def _read_counters(base_url: str, workers: list[services.ServiceRecord]) -> tuple[
+        speculative.DraftCounters | None, bool]:
+    """(counters summed over the drafting workers' metrics, or read from the endpoint itself when we did not launch
+    it; whether reading drained them). trtllm-serve: Prometheus at /prometheus/metrics, else its iteration stats,
+    a JSON list at /metrics that each read drains; vLLM: Prometheus at /metrics."""
     if workers:
         found = [speculative.from_prometheus(prometheus.read(w.metrics_url) or {})
                  for w in workers]
-        return None if None in found else sum(found[1:], found[0])
-    prom = prometheus.parse(requests.get(f"{base_url}/prometheus/metrics", timeout=10).text)
-    if speculative.from_prometheus(prom) is not None:
-        return speculative.from_prometheus(prom)
-    response = requests.get(f"{base_url}/metrics", timeout=10)
-    rows = response.json() if response.text.lstrip().startswith("[") else []
-    return speculative.from_iteration_stats(rows)
+        return (None if None in found else sum(found[1:], found[0])), False
+    for path in ("/prometheus/metrics", "/metrics"):
+        response = requests.get(f"{base_url}{path}", timeout=10)
+        if response.status_code != 200:
+            continue
+        if response.text.lstrip().startswith("["):
+            return speculative.from_iteration_stats(response.json()), True
+        counters = speculative.from_prometheus(prometheus.parse(response.text))
+        if counters is not None:
+            return counters, False
+    return None, False
 
 
 def _draft_config(settings, engine) -> Path | None:
@@ -74,17 +81,19 @@ def test_acceptance_length_meets_the_profile_floor(api, deployment, llama4_setti
     assert draft_len, (f"the engine config {config} has no speculative_config.max_draft_len (vLLM: speculative-config"
                        ".num_speculative_tokens): this deployment does not decode speculatively")
     workers = _drafting_workers(deployment.services)
-    before = _read_counters(deployment.base_url, workers)
+    before, _ = _read_counters(deployment.base_url, workers)
     with ThreadPoolExecutor(ACCEPTANCE_CONCURRENCY) as pool:
         list(pool.map(lambda i: _greedy(api, golden.PROMPTS[i % len(golden.PROMPTS)]), range(ACCEPTANCE_REQUESTS)))
-    after = _read_counters(deployment.base_url, workers)
+    after, drained = _read_counters(deployment.base_url, workers)
     unpublished = llama4_engine.draft_counters_unpublished(deployment.settings.dynamo_version)
     if (before is None or after is None) and unpublished:
         pytest.skip(unpublished)
     assert before is not None and after is not None, (
-        f"no speculative-decoding counters ({speculative.DRAFTED}, {speculative.ACCEPTED}) on "
-        f"{', '.join(w.metrics_url for w in workers) or deployment.base_url}: {speculative.ENABLE_HINT}")
-    delta = after - before if workers else after  # trtllm-serve's JSON stats are drained on read
+        f"no speculative-decoding counters ({speculative.DRAFTED}, {speculative.ACCEPTED}; vLLM: "
+        f"{speculative.VLLM_DRAFTED}) on {', '.join(w.metrics_url for w in workers) or deployment.base_url}, so "
+        f"the drafter is off or unobservable. TensorRT-LLM: {speculative.ENABLE_HINT}. vLLM publishes them when it "
+        "runs with --speculative-config")
+    delta = after if drained else after - before
     length = speculative.acceptance_length(delta, draft_len)
     assert length is not None, f"{ACCEPTANCE_REQUESTS} requests drafted no tokens (counters moved by {delta})"
     record_testsuite_property("speculative.acceptance_length", f"{length:.3f}")

@@ -14,6 +14,7 @@ import pytest
 from pytest_llama4.config.paths import PROJECT_ROOT
 from pytest_llama4.config.resolve import declared, resolve
 from pytest_llama4.config.topology import make_plan
+from pytest_llama4.deploy.engines import dynamo_releases
 from pytest_llama4.deploy.engines.base import Command
 from pytest_llama4.deploy.fixture_model import ensure_model_dir
 from pytest_llama4.deploy.launchers.allocation import Allocation, SlurmError
@@ -26,26 +27,64 @@ from .test_integration import processes_of_run, run_ids
 from .test_slurm import inner_env, slurm_available
 
 GOLDEN = Path(__file__).parent / "golden" / "dryrun"
-IMAGE = "nvcr.io/nvidia/ai-dynamo/tensorrtllm-runtime:0.4.0"
+IMAGE = "nvcr.io/nvidia/ai-dynamo/tensorrtllm-runtime:{release}"
 EAGLE = "/mnt/engine_configs/llama4/eagle"
 CLUSTER = ["--launcher=slurm", "--nodelist=gb-[01-02]", "--http-port=8000"]  # names SLURM does not know
-CONTAINER = [f"--image={IMAGE}", f"--mounts={PROJECT_ROOT}/:/mnt"]
+MOUNTS = f"--mounts={PROJECT_ROOT}/:/mnt"
+
+
+def dynamo_trtllm(release: str, topology: str) -> list[str]:
+    """A dynamo-trtllm dry run in the image of `release`, with the seed guide's Eagle configs."""
+    configs = ([f"--engine-config={EAGLE}/eagle_agg.yaml"] if topology == "agg" else
+               ["--topology=disagg", f"--prefill-engine-config={EAGLE}/eagle_prefill.yaml",
+                f"--decode-engine-config={EAGLE}/eagle_decode.yaml"])
+    return [*CLUSTER, f"--image={IMAGE.format(release=release)}", MOUNTS, "--engine=dynamo-trtllm",
+            "--discovery=etcd", f"--dynamo-version={release}", *configs]
+
+
+# Where each golden file's truth comes from; its header must say exactly this (UPDATE_GOLDEN=1 writes it).
+SRUN_SOURCE = ("srun lines: ai-dynamo/dynamo multinode/srun_{agg,disagg}regated.sh @ 1cc36a62 and "
+               "start_trtllm_worker.sh @ 38f0bf04, the scripts seed guide 000_d31fb686c17295b0.txt lines 51-60 runs "
+               "(quoted in tests/test_cluster_engines.py)")
+ENGINE_CONFIGS = ("engine configs: ai-dynamo/dynamo components/backends/trtllm/engine_configs/llama4/eagle @ 3d8f400 "
+                  "(agg), 59d4642 (prefill, decode), as engine_configs/README.md lists them")
+
+
+def release_source(release: str) -> str:
+    entry = dynamo_releases.release(release)
+    return (f"worker components, metrics flag and env: the release table's {entry.since} entry "
+            f"(pytest_llama4/deploy/engines/dynamo_releases.py), read from the ai-dynamo {release} wheel by "
+            "tests/test_dynamo_releases.py")
+
+
+MOCKER_SOURCE = ("mocker and frontend flags: the ai-dynamo release the project pins (1.4.2, the `local` extra); its "
+                 "real frontend and mocker run these lines in tests/test_integration.py")
 CASES = {
-    "slurm-dynamo-trtllm-agg": [*CLUSTER, *CONTAINER, "--engine=dynamo-trtllm", "--discovery=etcd",
-                                "--dynamo-version=0.4.1", f"--engine-config={EAGLE}/eagle_agg.yaml"],
-    "slurm-dynamo-trtllm-disagg": [*CLUSTER, *CONTAINER, "--engine=dynamo-trtllm", "--discovery=etcd",
-                                   "--topology=disagg", "--dynamo-version=0.4.1",
+    **{f"slurm-dynamo-trtllm-{topology}": (dynamo_trtllm("0.4.1", topology),
+                                           [SRUN_SOURCE, release_source("0.4.1"), ENGINE_CONFIGS])
+       for topology in ("agg", "disagg")},
+    # The disaggregated plan once per Dynamo release read (DESIGN.md section 4): what changes between them is
+    # the release table's, and only that.
+    **{f"slurm-dynamo-trtllm-disagg-{release}": (dynamo_trtllm(release, "disagg"),
+                                                 [SRUN_SOURCE, release_source(release), ENGINE_CONFIGS])
+       for release in dynamo_releases.RELEASES_CHECKED if release != "0.4.1"},
+    "slurm-trtllm-serve-agg": ([*CLUSTER, f"--image={IMAGE.format(release='0.4.1')}", MOUNTS,
+                                "--engine=trtllm-serve", "--gpus-per-node=8",
+                                "--engine-config=/mnt/engine_configs/trtllm_serve/extra-llm-api-config.yml"],
+                               ["trtllm-serve lines: seed guide 002_e83770da17e35a42.txt (its trtllm-serve command "
+                                "and extra-llm-api-config.yml)", "srun lines: NVIDIA/TensorRT-LLM examples/"
+                                "disaggregated/slurm/simple_example/launch.slurm @ 14e6b10f"]),
+    "slurm-trtllm-serve-disagg": ([*CLUSTER, f"--image={IMAGE.format(release='0.4.1')}", MOUNTS,
+                                   "--engine=trtllm-serve", "--topology=disagg",
                                    f"--prefill-engine-config={EAGLE}/eagle_prefill.yaml",
                                    f"--decode-engine-config={EAGLE}/eagle_decode.yaml"],
-    "slurm-trtllm-serve-agg": [*CLUSTER, *CONTAINER, "--engine=trtllm-serve", "--gpus-per-node=8",
-                               "--engine-config=/mnt/engine_configs/trtllm_serve/extra-llm-api-config.yml"],
-    "slurm-trtllm-serve-disagg": [*CLUSTER, *CONTAINER, "--engine=trtllm-serve", "--topology=disagg",
-                                  f"--prefill-engine-config={EAGLE}/eagle_prefill.yaml",
-                                  f"--decode-engine-config={EAGLE}/eagle_decode.yaml"],
-    "slurm-mocker-agg": [*CLUSTER],
-    "slurm-mocker-disagg": [*CLUSTER, "--topology=disagg", "--discovery=etcd"],
-    "local-mocker-agg": ["--http-port=8000"],
-    "local-mocker-disagg": ["--http-port=8000", "--topology=disagg"],
+                                  ["disaggregated proxy and servers: NVIDIA/TensorRT-LLM examples/disaggregated/"
+                                   "README.md @ 013971245ed5 and slurm/simple_example/launch.slurm @ 14e6b10f "
+                                   "(tests/golden/trtllm_disaggregated.yaml)", ENGINE_CONFIGS]),
+    "slurm-mocker-agg": ([*CLUSTER], [MOCKER_SOURCE]),
+    "slurm-mocker-disagg": ([*CLUSTER, "--topology=disagg", "--discovery=etcd"], [MOCKER_SOURCE]),
+    "local-mocker-agg": (["--http-port=8000"], [MOCKER_SOURCE]),
+    "local-mocker-disagg": (["--http-port=8000", "--topology=disagg"], [MOCKER_SOURCE]),
 }
 PORT = re.compile(r"(?<![\d.-])(2\d{4}|3[0-2]\d{3})(?![\d.])")  # ports.PORT_RANGE, as whole numbers
 
@@ -69,17 +108,22 @@ def plan_text(pytester, reports: Path, args: list[str]) -> tuple[str, str]:
 
 
 def check_golden(name: str, text: str) -> None:
+    """The dry run's text equals the golden file's body; the file's header says where that truth comes from."""
     path = GOLDEN / f"{name}.txt"
+    header = "".join(f"# {line}\n" for line in CASES[name][1])
     if os.environ.get("UPDATE_GOLDEN"):
-        path.write_text(text + "\n")
-    assert text + "\n" == path.read_text(), f"dry-run output differs from {path} (UPDATE_GOLDEN=1 rewrites it)"
+        path.write_text(header + text + "\n")
+    golden = path.read_text()
+    assert golden.startswith(header), f"{path} must start with its provenance:\n{header}"
+    assert text + "\n" == golden.removeprefix(header), \
+        f"dry-run output differs from {path} (UPDATE_GOLDEN=1 rewrites it)"
 
 
 @pytest.mark.parametrize("name", CASES)
 def test_dry_run_golden(pytester, tmp_path, monkeypatch, name):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "no-hub-cache"))  # the same lines on every machine
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    text, run_id = plan_text(pytester, tmp_path, CASES[name])
+    text, run_id = plan_text(pytester, tmp_path, CASES[name][0])
     check_golden(name, normalize(text, run_id, tmp_path))
     plan_dir = tmp_path / run_id / "plan"
     printed = dict(re.findall(r"^(\S+) on .*\n  (.*)$", text, re.MULTILINE))
@@ -95,8 +139,24 @@ def test_dry_run_golden(pytester, tmp_path, monkeypatch, name):
         assert line == " ".join([*exports, command]), "the script runs what the dry run printed"
 
 
+@pytest.mark.parametrize("release", dynamo_releases.RELEASES_CHECKED)
+def test_each_release_golden_carries_its_release_table_entry(release):
+    """The per-release goldens are the release table's facts: each worker line has the entry's metrics flag (or
+    none) and system env, so a golden rewritten against a wrong table entry fails here too."""
+    name = "slurm-dynamo-trtllm-disagg" + ("" if release == "0.4.1" else f"-{release}")
+    text = (GOLDEN / f"{name}.txt").read_text()
+    entry = dynamo_releases.release(release)
+    workers = re.findall(r"^(?:prefill|decode)-0 on .*\n  (.*)$", text, re.MULTILINE)
+    assert len(workers) == 2, text
+    flags = {"--publish-events-and-metrics", "--publish-kv-events", "--publish-metrics"}
+    for line in workers:
+        assert {flag for flag in flags if f" {flag}" in line} == ({entry.metrics_flag} if entry.metrics_flag else set())
+        assert all(f"{k}={v}" in line for k, v in entry.system_env.items()), line
+    assert f"tensorrtllm-runtime:{release}," in text and f"Dynamo release: {release} (--dynamo-version)" in text
+
+
 def test_engine_configs_are_copied_as_each_worker_reads_them(pytester, tmp_path):
-    _, run_id = plan_text(pytester, tmp_path, CASES["slurm-dynamo-trtllm-disagg"])
+    _, run_id = plan_text(pytester, tmp_path, CASES["slurm-dynamo-trtllm-disagg"][0])
     configs = tmp_path / run_id / "plan" / "engine_configs"
     assert sorted(p.name for p in configs.iterdir()) == ["decode-0.yaml", "prefill-0.yaml"]
     for role in ("prefill", "decode"):
@@ -116,7 +176,7 @@ def test_the_srun_line_is_what_the_slurm_launcher_executes(tmp_path, monkeypatch
     allocation = Allocation("42", ("gb-01", "gb-02"))
     decode = make_plan("disagg").workers[-1]
     command = Command(("python3", "-m", "x"), {"A": "1"}, tasks_per_node=4, mpi=True)
-    launcher = SlurmLauncher(allocation, "run-1", image=IMAGE, mounts="/a:/b")
+    launcher = SlurmLauncher(allocation, "run-1", image=IMAGE.format(release="0.4.1"), mounts="/a:/b")
     with pytest.raises(OSError, match="not launched"):
         launcher.start(decode, command, tmp_path / "decode.log")
     env, argv = dryrun.launch_line(decode, command, "run-1", launcher)
@@ -168,7 +228,7 @@ def test_pytest_dry_run_prints_the_plan_and_exits_0(tmp_path):
     """The command line itself: status 0, the golden text on stdout, no test collected, nothing running."""
     (tmp_path / "test_never.py").write_text("def test_never(deployment):\n    raise AssertionError('ran')\n")
     done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--reports-dir={tmp_path}",
-                           *CASES["local-mocker-disagg"], "--dry-run", "test_never.py"], cwd=tmp_path,
+                           *CASES["local-mocker-disagg"][0], "--dry-run", "test_never.py"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120, env=inner_env({}))
     assert done.returncode == 0, done.stdout + done.stderr
     (run_id,) = run_ids(tmp_path)
@@ -212,7 +272,8 @@ def test_containers_see_the_hub_cache_and_token_without_showing_it(tmp_path, mon
     hub.mkdir()
     monkeypatch.setenv("HF_HOME", str(hub))
     monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
-    launcher = SlurmLauncher(Allocation("42", ("gb-01",)), "run-1", image=IMAGE, mounts="/a:/b")
+    launcher = SlurmLauncher(Allocation("42", ("gb-01",)), "run-1", image=IMAGE.format(release="0.4.1"),
+                            mounts="/a:/b")
     worker = make_plan("agg").workers[0]
     env, argv = dryrun.launch_line(worker, Command(("python3", "-m", "x"), {"A": "1"}), "run-1", launcher)
     assert env["HF_HOME"] == str(hub)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import itertools
 import json
 import os
 import re
@@ -12,8 +13,10 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 
@@ -47,15 +50,113 @@ def processes_of_run(run_id: str) -> list[int]:
 
 
 def assert_nothing_left(reports: Path, killed: bool = False) -> None:
-    """No process of any run under `reports` is alive, and each run's scratch directory (discovery store,
-    control-plane data) is removed, unless pytest was `killed` with SIGKILL: no code of its runs then, and the
-    directory stays in the run's report (a known gap: reap does not remove it yet)."""
+    """Nothing a run under `reports` started is left: no process carrying its label, none in the process group of
+    a service it launched, no listener on its services' ports, no SLURM step or job named after it, no /dev/shm
+    entry created during it that no process holds, and no scratch directory (discovery store, control-plane
+    data), unless pytest was `killed` with SIGKILL: no code of its runs then, and the scratch directory stays in
+    the run's report (a known gap: reap does not remove it yet)."""
     ids = run_ids(reports)
     assert ids, f"no run directory under {reports}"
     for run_id in ids:
+        run_dir = reports / run_id
         assert processes_of_run(run_id) == [], f"processes of run {run_id} survived pytest"
-        scratch = sorted(p.name for p in (reports / run_id).rglob(".scratch-*"))
+        records = json.loads((run_dir / "services.json").read_text()) if (run_dir / "services.json").exists() else []
+        groups = [r["pid"] for r in records if r.get("pid")]
+        assert _settled(_left_in_groups, groups) == [], f"run {run_id}: processes left in its service groups"
+        ports = _ports_of(records)
+        assert _settled(listening, ports, groups) == [], f"run {run_id}: its services' ports are still held"
+        assert _slurm_names(f"llama4-{run_id}") == [], f"run {run_id}: SLURM steps or jobs left"
+        started = min(p.stat().st_mtime for p in [run_dir, *run_dir.rglob("*")])  # its first file: settings.json
+        assert _orphaned_shm(since=started - 1) == [], f"run {run_id} left /dev/shm entries"
+        scratch = sorted(p.name for p in run_dir.rglob(".scratch-*"))
         assert killed or scratch == [], f"run {run_id} left its scratch directories {scratch}"
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True  # PermissionError too: someone is in that group
+
+
+EXIT_S = 10.0  # a killed process ends asynchronously (and an orphan is reaped by init): allow it this long
+
+
+def _settled(leaks: Callable[..., list[str]], *args) -> list[str]:
+    """What `leaks(*args)` still finds once the run's processes had EXIT_S to end."""
+    deadline = time.monotonic() + EXIT_S
+    while (found := leaks(*args)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
+
+
+def _left_in_groups(groups: list[int]) -> list[str]:
+    """Live (not zombie) processes in the process groups of a run's services."""
+    left = []
+    for proc in psutil.process_iter(["pid", "status", "cmdline"]):
+        try:
+            if os.getpgid(proc.pid) in groups and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                left.append(f"pid {proc.pid} (group {os.getpgid(proc.pid)}): {' '.join(proc.info['cmdline'])}")
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return left
+
+
+PORT_FLAGS = ("--http-port", "--port", "--addr-port")
+
+
+def _ports_of(records: list[dict]) -> set[int]:
+    """The ports a run's services were told to serve on: metrics ports, and the ports in their command lines."""
+    ports = {r["system_port"] for r in records if r.get("system_port")}
+    for record in records:
+        argv = record["argv"]
+        ports |= {int(value) for flag, value in itertools.pairwise(argv)
+                  if flag in PORT_FLAGS and value.isdigit()}
+        ports |= {int(port) for value in argv for port in re.findall(r"://[^/:\s]+:(\d+)", value)}  # etcd's URLs
+    return ports
+
+
+def listening(ports: set[int], groups: list[int]) -> list[str]:
+    """Listeners on `ports` that belong to the run (in one of its process groups, or without a readable owner);
+    another test's deployment may have taken a freed port since, and that is no leak."""
+    held = []
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.status != psutil.CONN_LISTEN or conn.laddr.port not in ports:
+            continue
+        try:
+            group = os.getpgid(conn.pid) if conn.pid else None
+        except ProcessLookupError:
+            continue
+        if group is None or group in groups:
+            held.append(f"port {conn.laddr.port}: pid {conn.pid}")
+    return held
+
+
+def _slurm_names(prefix: str) -> list[str]:
+    """Jobs and steps whose name starts with `prefix` (the run's), where SLURM is installed."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-a", "-s", "-o", "%i %j"], capture_output=True, text=True,
+                             timeout=30).stdout
+        out += subprocess.run(["squeue", "-h", "-a", "-o", "%i %j"], capture_output=True, text=True,
+                              timeout=30).stdout
+    except FileNotFoundError:
+        return []
+    return [line for line in out.splitlines() if line.split()[-1].startswith(prefix)]
+
+
+def _orphaned_shm(since: float) -> list[str]:
+    """/dev/shm entries changed since `since` that no live process has open or mapped: nothing will remove them."""
+    shm = Path("/dev/shm")
+    fresh = {str(p) for p in shm.iterdir() if p.stat().st_mtime >= since} if shm.is_dir() else set()
+    if not fresh:
+        return []
+    for proc in psutil.process_iter():
+        try:
+            fresh -= {f.path for f in proc.open_files()} | {m.path for m in proc.memory_maps()}
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return sorted(fresh)
 
 
 def run_pytest(pytester, reports: Path, *args: str):

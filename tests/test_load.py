@@ -231,6 +231,7 @@ def test_a_complete_stream_is_recorded(serve):
     assert record.end >= record.chunk_times[-1]
 
 
+@pytest.mark.alone
 def test_timings_follow_the_stream(serve):
     """First token after 80 ms, three more 40 ms apart, then finish, usage and [DONE] together."""
     events = chat_stream(tokens=4)
@@ -270,6 +271,7 @@ def test_a_stream_cut_off_by_the_server_is_a_failure(serve):
     assert not record.ok and "closed by the server" in record.error and record.chunk_times
 
 
+@pytest.mark.alone
 def test_a_slow_server_times_out_into_a_failure(serve):
     server = serve(lambda n: (chunked(chat_stream()), False), delay=1.0)
     started = time.monotonic()
@@ -298,6 +300,7 @@ def test_warmup_requests_are_sent_first_but_not_recorded(serve):
     assert sent[:2] == prompts[3:] and sorted(sent[2:]) == sorted(prompts[:3])
 
 
+@pytest.mark.alone
 def test_processes_split_the_load_and_never_outnumber_the_users(serve):
     server = serve(lambda n: (chunked(chat_stream()), False))
     single = run_load(server.url, "m", replace(CLOSED, num_prompts=3, concurrency=1, warmup=0), processes=4)
@@ -320,6 +323,7 @@ def paced(n: int) -> tuple[list[tuple[float, bytes]], bool]:
     return [(0.1, response[i:i + step]) for i in range(0, len(response), step)], False
 
 
+@pytest.mark.alone
 @pytest.mark.parametrize("processes", [1, 2], ids=["in-process", "worker-processes"])
 def test_a_running_scenario_reports_progress_each_interval(serve, processes):
     server = serve(paced)
@@ -340,6 +344,7 @@ def test_a_running_scenario_reports_progress_each_interval(serve, processes):
 
 # ---------------------------------------------------------------------------------------------- failures, no server
 
+@pytest.mark.alone
 def test_a_dead_port_records_every_request_as_failed_instead_of_raising():
     url = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
@@ -397,6 +402,7 @@ def test_completions_prompts_are_exactly_isl_tokens(stack):
     assert [(r.ok, r.prompt_tokens, r.output_tokens) for r in result.records] == [(True, 50, 8)] * 4
 
 
+@pytest.mark.alone
 @pytest.mark.integration
 def test_open_loop_sends_on_schedule(stack):
     scenario = Scenario("open", input_tokens=16, output_tokens=4, num_prompts=8, request_rate=20,
@@ -410,6 +416,7 @@ def test_open_loop_sends_on_schedule(stack):
                                                                                       seed=3)), abs=0.03)
 
 
+@pytest.mark.alone
 @pytest.mark.integration
 def test_worker_processes_share_one_clock(stack):
     scenario = replace(CLOSED, num_prompts=16, concurrency=8)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -342,3 +343,52 @@ def test_host_rss_is_read_on_each_node_through_srun(tmp_path, request):
     assert measured == placed, "each service measured once, on the node SLURM ran it on"
     assert steps_of(slurm_env["SLURM_JOB_ID"]) == [], "the sampler's steps were left in squeue -s"
     assert_nothing_left(tmp_path)
+
+
+# KV blocks that are never released, from outside the worker: once the KV test's load starts (after the idle
+# reading), a stray client keeps a long ignore_eos generation in flight until the test is over, so the worker's
+# usage cannot fall back to idle.
+HELD_KV_CONFTEST = textwrap.dedent("""
+    import threading
+    import pytest
+    import requests
+
+    def hold(deployment, stop):
+        body = {"model": deployment.served_model, "prompt": "hold " * 64, "max_tokens": 7900, "ignore_eos": True,
+                "stream": True}
+        while not stop.is_set():
+            with requests.post(f"{deployment.base_url}/v1/completions", json=body, stream=True, timeout=120) as r:
+                for _ in r.iter_lines():
+                    if stop.is_set():
+                        break
+
+    @pytest.fixture(autouse=True)
+    def stray_client(request, deployment):
+        if request.node.name != "test_kv_cache_usage_stays_in_range":
+            yield
+            return
+        load, stop = request.module.run_load, threading.Event()
+        holder = threading.Thread(target=hold, args=(deployment, stop))
+
+        def load_and_hold(*args, **kwargs):
+            holder.start()
+            return load(*args, **kwargs)
+
+        request.module.run_load = load_and_hold
+        yield
+        request.module.run_load = load
+        stop.set()
+        holder.join(timeout=30)
+""")
+
+
+@pytest.mark.integration
+def test_kv_usage_that_never_returns_to_idle_fails_the_kv_check(pytester, tmp_path):
+    reports = tmp_path / "reports"
+    pytester.makeconftest(HELD_KV_CONFTEST)
+    (pytester.path / "test_memory.py").write_text((SUITES / "test_memory.py").read_text())
+    result = run_pytest(pytester, reports, "test_memory.py", "-k", "kv_cache")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*KV-cache usage out of range:*",
+                                 "*worker-0: KV usage still 0.0* 10s after the load (blocks not released)*"])
+    assert_nothing_left(reports)

@@ -71,7 +71,9 @@ def test_golden_differences_show_where_texts_part(tmp_path):
     path = tmp_path / "golden.json"
     golden.record(path, {"a": "same text", "b": "hello world"}, {"engine": "x"})
     recorded = golden.load(path)
-    assert recorded["recorded_with"] == {"engine": "x"}
+    provenance = recorded["recorded_with"]
+    assert provenance["engine"] == "x" and provenance["method"] == "each prompt sent alone, temperature 0, seed 0"
+    assert provenance["host"] and provenance["recorded_at"].endswith("+00:00")
     assert golden.differences(recorded["outputs"], {"a": "same text", "b": "hello there"}) == [
         "'b': differs from character 6: golden 'world', now 'there'"]
     assert golden.differences(recorded["outputs"], {"a": "same text"}) == ["'b': no output"]

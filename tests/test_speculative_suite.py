@@ -20,6 +20,7 @@ SPECULATIVE = str(SUITES / "test_speculative.py")
 EAGLE_AGG = PROJECT_ROOT / "engine_configs" / "llama4" / "eagle" / "eagle_agg.yaml"
 
 
+@pytest.mark.alone
 def test_mocker_speedup_check_passes_on_the_embedded_default(pytester, tmp_path):
     reports = tmp_path / "reports"
     result = run_pytest(pytester, reports, SPECULATIVE, "--topology=disagg", "-rs")
@@ -29,6 +30,7 @@ def test_mocker_speedup_check_passes_on_the_embedded_default(pytester, tmp_path)
     assert_nothing_left(reports)
 
 
+@pytest.mark.alone
 def test_mocker_speedup_short_of_the_profile_fails(pytester, tmp_path):
     """The check measures the speed-up, not the setting: a profile asking for twice the configured ratio (10x at
     ratio 5, where 4.3-4.7x shows) must fail with both latencies. (Very high ratios make no stable failing case:
@@ -64,7 +66,10 @@ def test_golden_file_is_recorded_then_compared(pytester, tmp_path):
                                         "-k", "golden")
     recorded.assert_outcomes(skipped=1)
     recorded.stdout.fnmatch_lines([f"*recorded 8 greedy outputs in {path}*"])
-    assert len(json.loads(path.read_text())["outputs"]) == 8
+    recorded_file = json.loads(path.read_text())
+    assert len(recorded_file["outputs"]) == 8
+    assert {"engine", "model", "recorded_at", "host", "method"} <= set(recorded_file["recorded_with"]), \
+        "a golden file says what recorded it, when, where and how"
 
     same = run_against_fault_server(pytester, tmp_path, None, f"--golden-file={path}", "-k", "golden")
     same.assert_outcomes(passed=1)

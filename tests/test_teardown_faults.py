@@ -3,6 +3,7 @@ raises, an xdist worker that crashes, pytest itself SIGKILLed, a service that ig
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from pytest_llama4.config.topology import Service
 from pytest_llama4.deploy.engines.base import Command
 from pytest_llama4.deploy.launchers.local import LocalLauncher
 
-from .test_integration import assert_nothing_left, processes_of_run, run_ids, run_pytest
+from .test_integration import assert_nothing_left, listening, processes_of_run, run_ids, run_pytest
 
 pytestmark = pytest.mark.integration
 
@@ -124,8 +125,9 @@ def test_a_service_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_pat
              "time.sleep(300)"
     launcher = LocalLauncher(run_label=f"stubborn-{os.getpid()}")
     handle = launcher.start(Service("worker", 0, 0), Command((sys.executable, "-c", ignore)), tmp_path / "w.log")
-    deadline = time.monotonic() + 10
-    while "up" not in (tmp_path / "w.log").read_text().splitlines() and time.monotonic() < deadline:
+    deadline = time.monotonic() + 60
+    while "up" not in (tmp_path / "w.log").read_text().splitlines():  # SIGTERM must find its handler installed
+        assert handle.returncode() is None and time.monotonic() < deadline, "the service never said it was up"
         time.sleep(0.05)
     started = time.monotonic()
     handle.stop(grace=1.0)
@@ -133,3 +135,35 @@ def test_a_service_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_pat
     assert handle.returncode() == -signal.SIGKILL, "it should have taken SIGKILL"
     assert 1.0 <= waited < 5, f"stopped after {waited:.1f}s, expected the 1 s grace period then SIGKILL"
     assert processes_of_run(launcher.run_label) == []
+
+
+STRAGGLER = ("import socket, sys, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); "
+             "print(s.getsockname()[1], flush=True); time.sleep(120)")
+
+
+def test_the_leak_check_sees_what_the_run_label_cannot(tmp_path):
+    """assert_nothing_left fails on leaks a label scan misses: a process without the run label left in a service's
+    process group and holding its port, and a /dev/shm entry made during the run that nobody holds."""
+    run_dir = tmp_path / "reports" / "20261201-000000-leak"
+    run_dir.mkdir(parents=True)
+    straggler = subprocess.Popen([sys.executable, "-c", STRAGGLER], start_new_session=True, stdout=subprocess.PIPE,
+                                 text=True)
+    try:
+        port = int(straggler.stdout.readline())
+        (run_dir / "services.json").write_text(json.dumps([
+            {"name": "worker-0", "argv": ["worker", "--port", str(port)], "system_port": None, "pid": straggler.pid}]))
+        with pytest.raises(AssertionError, match="processes left in its service groups"):
+            assert_nothing_left(tmp_path / "reports")
+        assert listening({port}, [straggler.pid]) == [f"port {port}: pid {straggler.pid}"]
+    finally:
+        straggler.kill()
+        straggler.wait()
+    assert_nothing_left(tmp_path / "reports")
+    shm = Path("/dev/shm") / f"llama4-test-{os.getpid()}"
+    shm.write_bytes(b"left")
+    try:
+        with pytest.raises(AssertionError, match=f"(?s)left /dev/shm entries.*{shm.name}"):
+            assert_nothing_left(tmp_path / "reports")
+    finally:
+        shm.unlink()
+    assert_nothing_left(tmp_path / "reports")

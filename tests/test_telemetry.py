@@ -288,6 +288,7 @@ def steps_of(job: str) -> list[str]:
     return [line for line in out.splitlines() if not line.split()[0].split(".")[-1].startswith(("extern", "batch"))]
 
 
+@pytest.mark.alone
 @pytest.mark.slurm
 def test_slurm_steps_sample_every_node_and_leave_nothing(tmp_path: Path, slurm_job: Allocation) -> None:
     run_dir = tmp_path / "20261124-210000-abcd"

@@ -24,6 +24,7 @@ def perf_of(reports: Path) -> dict:
     return json.loads((reports / run_id / "perf.json").read_text())
 
 
+@pytest.mark.alone
 @pytest.mark.parametrize("topology", ["agg", "disagg"])
 def test_cpu_mocker_floors_hold_on_the_embedded_default(pytester, tmp_path, topology):
     reports = tmp_path / "reports"
@@ -45,6 +46,7 @@ def test_cpu_mocker_floors_hold_on_the_embedded_default(pytester, tmp_path, topo
     assert_nothing_left(reports)
 
 
+@pytest.mark.alone
 def test_a_three_times_slower_mocker_misses_the_floors_with_a_table(pytester, tmp_path):
     result = run_throughput(pytester, tmp_path / "reports", "--speedup-ratio=1.667")
     result.assert_outcomes(failed=2)
@@ -54,6 +56,7 @@ def test_a_three_times_slower_mocker_misses_the_floors_with_a_table(pytester, tm
     assert "MISSED" in out
 
 
+@pytest.mark.alone
 def test_baseline_passes_an_unchanged_rerun_and_catches_a_regression(pytester, tmp_path):
     first = tmp_path / "first"
     assert run_throughput(pytester, first).ret == 0

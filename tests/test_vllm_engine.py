@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ import requests
 from pytest_llama4.deploy import readiness
 
 from .conftest import require
-from .test_integration import assert_nothing_left, check_junit, not_passed, properties, run_ids
+from .test_integration import assert_nothing_left, check_junit, group_alive, not_passed, properties, run_ids
 from .test_slurm import allocation, inner_env, require_slurm, run_inner, steps_of  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
@@ -43,6 +44,18 @@ def vllm_python() -> Path:
     require(None if VLLM_PYTHON.exists() else f"{VLLM_PYTHON} is missing: ./scripts/setup --tests creates it",
             "the vLLM tests")
     return VLLM_PYTHON
+
+
+def stop_kept(groups: list[int]) -> None:
+    """Stop a --keep-deployment server as its message says (SIGTERM to the group), SIGKILL only if that fails:
+    a SIGKILLed vLLM leaves its shared-memory segments (hundreds of MB) in /dev/shm."""
+    for group in groups:
+        os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while any(group_alive(group) for group in groups) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for group in filter(group_alive, groups):
+        os.killpg(group, signal.SIGKILL)
 
 
 def run(pytester, reports: Path, *args: str):
@@ -76,24 +89,44 @@ def test_the_suites_pass_on_a_launched_vllm_and_on_it_as_a_bare_endpoint(pyteste
                                    "detected: vLLM 0.31.0 (/v1/models owned_by 'vllm', /version); --engine=vllm's "
                                    "known deviations apply"])
         assert "skipped" not in bare.parseoutcomes(), bare.stdout.str()[-2000:]
+        # acceptance read from the endpoint itself (vLLM's cumulative counters at /metrics), as on a cluster whose
+        # server we did not launch
+        drafting = run(pytester, tmp_path / "drafting", SUITES[3], "-k", "acceptance", f"--endpoint={url}",
+                       "--engine=vllm", f"--served-model-name={MODEL}", "--profile=cpu-vllm",
+                       f"--engine-config={ROOT / 'engine_configs' / 'vllm' / 'cpu_ngram.yaml'}")
+        drafting.assert_outcomes(passed=1)
         # trtllm-serve's disaggregated proxy has no /v1/models: its readiness is /health (an empty 200, as vLLM's)
         # and a one-token probe, the same code path, run here against a real server
         probe = readiness.check_once(requests.Session(), url, None, MODEL, {}, 30, lists_models=False)
         assert probe.ready, probe.missing
     finally:
-        for pid in pids:
-            os.killpg(pid, signal.SIGKILL)
+        stop_kept(pids)
+    assert_nothing_left(first)
 
 
 def test_without_speculation_the_acceptance_test_fails_saying_so(pytester, tmp_path, vllm_python):
+    """Speculation off must be a failure whichever way it shows: a config without a drafter, and a server whose
+    drafter is off while the config given for it claims n-gram drafting (it publishes no drafting counters)."""
     reports = tmp_path / "reports"
-    result = run(pytester, reports, SUITES[3], "-k", "acceptance", "--engine=vllm",
+    result = run(pytester, reports, SUITES[3], "-k", "acceptance", "--engine=vllm", "--keep-deployment",
                  f"--engine-python={vllm_python}",
                  f"--engine-config={ROOT / 'engine_configs' / 'vllm' / 'cpu_no_speculation.yaml'}")
-    assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["*cpu_no_speculation.yaml has no speculative_config.max_draft_len (vLLM: "
-                                 "speculative-config.num_speculative_tokens): this deployment does not decode "
-                                 "speculatively*"])
+    out = result.stdout.str()
+    pids = [int(p) for p in re.findall(r"kill -TERM -- -(\d+)", out)]
+    try:
+        assert result.ret == pytest.ExitCode.TESTS_FAILED, out[-3000:]
+        result.stdout.fnmatch_lines(["*cpu_no_speculation.yaml has no speculative_config.max_draft_len (vLLM: "
+                                     "speculative-config.num_speculative_tokens): this deployment does not decode "
+                                     "speculatively*"])
+        url = re.search(r"at (http://\S+),", out).group(1)
+        claimed = run(pytester, tmp_path / "endpoint", SUITES[3], "-k", "acceptance", f"--endpoint={url}",
+                      "--engine=vllm", f"--served-model-name={MODEL}", "--profile=cpu-vllm",
+                      f"--engine-config={ROOT / 'engine_configs' / 'vllm' / 'cpu_ngram.yaml'}")
+        assert claimed.ret == pytest.ExitCode.TESTS_FAILED, claimed.stdout.str()[-3000:]
+        claimed.stdout.fnmatch_lines(["*no speculative-decoding counters (*vllm:spec_decode*"])
+    finally:
+        stop_kept(pids)
+    assert pids, "--keep-deployment printed no process group to stop"
     assert_nothing_left(reports)
 
 

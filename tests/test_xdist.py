@@ -74,6 +74,7 @@ def test_an_exclusive_test_never_overlaps_another(pytester, tmp_path):
         "shared tests should run concurrently (else the check above proves nothing)"
 
 
+@pytest.mark.alone
 def test_throughput_under_four_workers_matches_a_serial_run(pytester, tmp_path):
     """Measuring tests hold the run lock exclusively, so sharing the deployment with 4 workers costs nothing."""
     figures = {}

@@ -152,11 +152,13 @@ def launch(settings: Settings, run_dir: Path, launcher: Launcher, before_start: 
             settings = deployment.settings = before_start(settings, plan, wiring, launcher)
             wiring = wire(plan, settings, launcher, http_port, deployment.scratch_dir, run_dir / "engine_configs",
                           reuse_ports=wiring.taken)
-        services.write(run_dir, [_record(service, command, launcher, logs_dir)
-                                 for service, command in wiring.commands.items()])
-        for service, command in wiring.commands.items():
+        records = [_record(service, command, launcher, logs_dir) for service, command in wiring.commands.items()]
+        services.write(run_dir, records)
+        for index, (service, command) in enumerate(wiring.commands.items()):
             with interrupts.deferred():
                 deployment.handles.append(launcher.start(service, command, logs_dir / f"{service.name}.log"))
+            records[index] = dataclasses.replace(records[index], pid=deployment.handles[-1].pid)
+            services.write(run_dir, records)  # a process group to look for, should anything outlive the run
             if service in wiring.ports:
                 _wait_for_port(deployment, service, launcher.host, wiring.ports[service])
         _wait_ready(deployment)

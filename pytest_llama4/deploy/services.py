@@ -26,6 +26,7 @@ class ServiceRecord:
     env: dict[str, str]  # what the plugin set on top of the launcher's environment, secrets redacted
     system_port: int | None = None  # where its metrics are: a Dynamo worker's DYN_SYSTEM_PORT, a server's own port
     metrics_path: str = "/metrics"  # Prometheus text there (trtllm-serve: /prometheus/metrics)
+    pid: int | None = None  # once started: its process here, leader of its own process group (SLURM: its srun)
 
     @property
     def metrics_url(self) -> str | None:

@@ -5,6 +5,8 @@ change that alters text is caught. Eagle3 output may legitimately differ from a 
 from __future__ import annotations
 
 import json
+import socket
+from datetime import UTC, datetime
 from pathlib import Path
 
 PROMPTS = (
@@ -21,8 +23,12 @@ MAX_TOKENS = 64
 
 
 def record(path: Path, outputs: dict[str, str], recorded_with: dict[str, str]) -> None:
+    """The file is a measurement: it says what produced it (engine, model, config), when and on which host, and
+    how (each prompt alone, greedy), so a later difference can be traced to what changed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"recorded_with": recorded_with, "max_tokens": MAX_TOKENS, "outputs": outputs},
+    provenance = {**recorded_with, "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                  "host": socket.gethostname(), "method": "each prompt sent alone, temperature 0, seed 0"}
+    path.write_text(json.dumps({"recorded_with": provenance, "max_tokens": MAX_TOKENS, "outputs": outputs},
                                indent=1, ensure_ascii=False) + "\n")
 
 

@@ -24,6 +24,10 @@ class ServiceHandle(Protocol):
     command: Command
     log_path: Path
 
+    @property
+    def pid(self) -> int:
+        """The launched process here: leader of its own process group (SLURM: the step's srun)."""
+
     def returncode(self) -> int | None:
         """None while running, else the exit status."""
 
