@@ -159,6 +159,12 @@ def _orphaned_shm(since: float) -> list[str]:
     return sorted(fresh)
 
 
+def as_at_a_terminal() -> None:
+    """preexec_fn for a pytest the test will interrupt: Ctrl-C's SIGINT acts as at a terminal, even when this
+    session inherited it ignored (started in the background by a non-interactive shell, as some CI runners are)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_pytest(pytester, reports: Path, *args: str):
     return pytester.runpytest_subprocess(*args, f"--reports-dir={reports}", "-p", "no:cacheprovider", timeout=300)
 
@@ -310,7 +316,8 @@ def test_interrupted_pytest_leaves_no_process(pytester, tmp_path, sig):
         """)
     reports = tmp_path / "reports"
     proc = subprocess.Popen([sys.executable, "-m", "pytest", f"--reports-dir={reports}", "-p", "no:cacheprovider"],
-                            cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=as_at_a_terminal)
     try:
         deadline = time.monotonic() + 90
         while not started.exists():

@@ -17,7 +17,15 @@ import pytest
 from pytest_llama4.deploy import services
 
 from .conftest import require
-from .test_integration import SUITES, assert_nothing_left, check_junit, processes_of_run, properties, run_ids
+from .test_integration import (
+    SUITES,
+    as_at_a_terminal,
+    assert_nothing_left,
+    check_junit,
+    processes_of_run,
+    properties,
+    run_ids,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 
@@ -83,7 +91,7 @@ def start_held_deployment(tmp_path: Path, slurm_env: dict[str, str], *args: str)
         f"    pathlib.Path({str(started)!r}).write_text('up')\n    time.sleep(120)\n")
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--reports-dir={tmp_path}",
                              "--launcher=slurm", *args, "test_wait.py"], cwd=tmp_path, env=inner_env(slurm_env),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=as_at_a_terminal)
     deadline = time.monotonic() + 90
     while not started.exists():
         if proc.poll() is not None or time.monotonic() > deadline:

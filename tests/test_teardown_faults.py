@@ -17,14 +17,15 @@ from pytest_llama4.config.topology import Service
 from pytest_llama4.deploy.engines.base import Command
 from pytest_llama4.deploy.launchers.local import LocalLauncher
 
-from .test_integration import assert_nothing_left, listening, processes_of_run, run_ids, run_pytest
+from .test_integration import as_at_a_terminal, assert_nothing_left, listening, processes_of_run, run_ids, run_pytest
 
 pytestmark = pytest.mark.integration
 
 
 def start_pytest(cwd: Path, reports: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "pytest", f"--reports-dir={reports}", "-p", "no:cacheprovider",
-                             *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                             *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=as_at_a_terminal)
 
 
 def wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 90) -> None:
