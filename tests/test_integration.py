@@ -65,7 +65,8 @@ def assert_nothing_left(reports: Path, killed: bool = False) -> None:
         assert _settled(_left_in_groups, groups) == [], f"run {run_id}: processes left in its service groups"
         ports = _ports_of(records)
         assert _settled(listening, ports, groups) == [], f"run {run_id}: its services' ports are still held"
-        assert _slurm_names(f"llama4-{run_id}") == [], f"run {run_id}: SLURM steps or jobs left"
+        if _launcher(run_dir) == "slurm":
+            assert _slurm_names(f"llama4-{run_id}") == [], f"run {run_id}: SLURM steps or jobs left"
         started = min(p.stat().st_mtime for p in [run_dir, *run_dir.rglob("*")])  # its first file: settings.json
         assert _orphaned_shm(since=started - 1) == [], f"run {run_id} left /dev/shm entries"
         scratch = sorted(p.name for p in run_dir.rglob(".scratch-*"))
@@ -133,15 +134,17 @@ def listening(ports: set[int], groups: list[int]) -> list[str]:
     return held
 
 
+def _launcher(run_dir: Path) -> str | None:
+    settings = run_dir / "settings.json"
+    return json.loads(settings.read_text())["settings"]["launcher"] if settings.exists() else None
+
+
 def _slurm_names(prefix: str) -> list[str]:
-    """Jobs and steps whose name starts with `prefix` (the run's), where SLURM is installed."""
-    try:
-        out = subprocess.run(["squeue", "-h", "-a", "-s", "-o", "%i %j"], capture_output=True, text=True,
-                             timeout=30).stdout
-        out += subprocess.run(["squeue", "-h", "-a", "-o", "%i %j"], capture_output=True, text=True,
-                              timeout=30).stdout
-    except FileNotFoundError:
-        return []
+    """Jobs and steps whose name starts with `prefix` (the run's)."""
+    out = subprocess.run(["squeue", "-h", "-a", "-s", "-o", "%i %j"], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    out += subprocess.run(["squeue", "-h", "-a", "-o", "%i %j"], capture_output=True, text=True,
+                          timeout=60, check=True).stdout
     return [line for line in out.splitlines() if line.split()[-1].startswith(prefix)]
 
 

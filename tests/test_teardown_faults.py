@@ -168,3 +168,27 @@ def test_the_leak_check_sees_what_the_run_label_cannot(tmp_path):
     finally:
         shm.unlink()
     assert_nothing_left(tmp_path / "reports")
+
+
+class EntryWithoutLine:
+    """A traceback entry as Python 3.11 can leave one after an interrupt: no line number."""
+
+    @property
+    def lineno(self) -> int:
+        raise TypeError("unsupported operand type(s) for -: 'NoneType' and 'int'")
+
+
+def test_ctrl_c_reports_leave_out_traceback_entries_without_a_line_number():
+    """Seen in one of five CI runs: Ctrl-C during startup ended in pytest's internal error (status 1), because
+    pytest could not print such an entry. The plugin drops them before pytest reports the interrupt."""
+    from pytest_llama4.plugin import hooks
+
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        excinfo = pytest.ExceptionInfo.from_current()
+    real = list(excinfo.traceback)
+    excinfo.traceback = type(excinfo.traceback)([*real, EntryWithoutLine()])
+    hooks.pytest_keyboard_interrupt(excinfo)
+    assert list(excinfo.traceback) == real
+    assert "KeyboardInterrupt" in str(excinfo.getrepr(funcargs=True))

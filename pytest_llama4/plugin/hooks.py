@@ -135,6 +135,23 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)
+def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    """Ctrl-C must end the run with status 2. Python 3.11 can leave a traceback entry without a line number (an
+    interrupt landing on an instruction that has none), on which pytest's own report of the interrupt fails
+    (TypeError in `lineno`, pytest-dev/pytest-xdist#1196) and the run ends in an internal error, status 1: leave
+    such entries out of the report."""
+    excinfo.traceback = excinfo.traceback.filter(_has_line_number)
+
+
+def _has_line_number(entry) -> bool:
+    try:
+        entry.lineno  # noqa: B018 (the property computes tb_lineno - 1, which fails on None)
+    except TypeError:
+        return False
+    return True
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Once the deployment stopped answering, the remaining tests that need it fail at once."""
     interrupts.raise_if_received()
