@@ -353,9 +353,10 @@ HELD_KV_CONFTEST = textwrap.dedent("""
     import pytest
     import requests
 
-    def hold(deployment, stop):
+    def hold(deployment, stop, delay):
         body = {"model": deployment.served_model, "prompt": "hold " * 64, "max_tokens": 7900, "ignore_eos": True,
                 "stream": True}
+        stop.wait(delay)
         while not stop.is_set():
             with requests.post(f"{deployment.base_url}/v1/completions", json=body, stream=True, timeout=120) as r:
                 for _ in r.iter_lines():
@@ -368,17 +369,21 @@ HELD_KV_CONFTEST = textwrap.dedent("""
             yield
             return
         load, stop = request.module.run_load, threading.Event()
-        holder = threading.Thread(target=hold, args=(deployment, stop))
+        # two clients, staggered: one request is always in flight, also while the other starts its next (each
+        # lasts about 10 s)
+        holders = [threading.Thread(target=hold, args=(deployment, stop, delay)) for delay in (0, 4)]
 
         def load_and_hold(*args, **kwargs):
-            holder.start()
+            for holder in holders:
+                holder.start()
             return load(*args, **kwargs)
 
         request.module.run_load = load_and_hold
         yield
         request.module.run_load = load
         stop.set()
-        holder.join(timeout=30)
+        for holder in holders:
+            holder.join(timeout=30)
 """)
 
 
